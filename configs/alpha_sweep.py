@@ -1,0 +1,24 @@
+"""The paper's alpha sweep: a base model scaled with alpha in {0, 1/3, 0.5, 2/3, 0.8, 1}
+(0: depth and resolution only; 1/3: uniform dwr; 0.8: fast dWr; 1: width only) by flops
+factors {1, 2, 4, 8, 16} (Dollar et al. 2021, Sec. 5 / Fig. 5).
+
+    python launch.py --config configs/alpha_sweep.py --mode complexity
+    python launch.py --config configs/alpha_sweep.py:RegNetY-800MF --mode complexity
+    python launch.py --config configs/alpha_sweep.py --mode benchmark --workdir /tmp/sweep \
+        --config.timing.batch_size=4 --config.model.resolution=64     # small CPU sweep
+
+Arg: the base model (default RegNetZ-500MF). Expect acts to grow ~s^((1 + 3(1 - alpha))/4 ...):
+the complexity mode prints fitted and theoretical growth exponents per alpha.
+"""
+
+from fastscale_jax.config import base_config
+from fastscale_jax.zoo import canonical_name
+
+
+def get_config(arg=None):
+    c = base_config()
+    c.family.base = canonical_name(arg or "RegNetZ-500MF")
+    c.model.name = c.family.base
+    c.family.alphas = (0.0, 1 / 3, 0.5, 2 / 3, 0.8, 1.0)
+    c.family.factors = (1.0, 2.0, 4.0, 8.0, 16.0)
+    return c

@@ -1,0 +1,40 @@
+"""fastscale_jax: Fast and Accurate Model Scaling (Dollar, Singh, Girshick, CVPR 2021) in JAX/Flax.
+
+    import fastscale_jax as fs
+    spec = fs.get_model_spec("RegNetZ-500MF")
+    spec4 = fs.scale(spec, 4.0, "dWr")
+    fs.complexity(spec4)            # flops (multiply-adds), params, acts
+    model = fs.build_model(spec4)   # flax.linen.Module
+
+Importing this package never imports tensorflow (only fastscale_jax.data does, lazily).
+"""
+
+from fastscale_jax.complexity import complexity
+from fastscale_jax.scaling import (ScaleResult, scale, scale_to, scaling_exponents,
+                                   theoretical_growth)
+from fastscale_jax.specs import (AnyNetSpec, EffNetSpec, adjust_block_compatibility,
+                                 generate_regnet, regnet_spec)
+from fastscale_jax.zoo import canonical_name, get_model_spec, list_models
+
+__version__ = "0.1.0"
+
+
+def build_model(spec, **kwargs):
+    """The Flax module for a spec; see fastscale_jax.models.build_model."""
+    from fastscale_jax.models import build_model as _build
+
+    return _build(spec, **kwargs)
+
+
+def __getattr__(name):  # lazy submodules that import jax / flax / torch-free converters
+    import importlib
+
+    if name in ("models", "convert", "timing", "ops", "train", "checkpoint", "data", "configs"):
+        return importlib.import_module(f"fastscale_jax.{name}")
+    raise AttributeError(f"module 'fastscale_jax' has no attribute {name!r}")
+
+
+__all__ = ["AnyNetSpec", "EffNetSpec", "ScaleResult", "adjust_block_compatibility",
+           "build_model", "canonical_name", "complexity", "generate_regnet", "get_model_spec",
+           "list_models", "regnet_spec", "scale", "scale_to", "scaling_exponents",
+           "theoretical_growth"]

@@ -1,0 +1,200 @@
+"""Experiment configs: the shared defaults every `configs/*.py` starts from, and the one
+place where a config turns into model specs (`resolve_spec`, `resolve_family`).
+
+Config layout (ml_collections.ConfigDict):
+  model.name            zoo name or alias ('RegNetZ-500MF', 'regnety_800mf', ...)
+  model.*               optional spec overrides (resolution, num_classes, stem_type, ...);
+                        dtype ('float32' | 'bfloat16') and conv_impl ('auto' | 'lax' | ...)
+  scaling.kind/.alpha   how to scale ('dWr', 'dwr', 'd1_w8_g8_r1', ... or alpha in [0, 1];
+                        alpha, when set, replaces kind)
+  scaling.factor/.flops how much (a flops factor, or a target like '4GF'); unset = no scaling
+  family.*              a set of models (benchmark / complexity of a family)
+  data, train, optim    input pipeline and training (fastscale_jax.data / fastscale_jax.train)
+  timing                runtime measurement (fastscale_jax.timing)
+
+Derived values (the scaled spec, steps per epoch, scaled LR) are computed here or in the
+training code, never copied by hand into configs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from fastscale_jax.data.config import default_data_config
+from fastscale_jax.scaling import scale, scale_to
+from fastscale_jax.zoo import get_model_spec
+
+# Spec fields a config may override (model.<field>), with their types.
+SPEC_OVERRIDES = {"resolution": int, "test_resolution": int, "num_classes": int,
+                  "stem_type": str, "stem_w": int, "head_w": int, "activation": str,
+                  "drop_path_rate": float, "zero_init_last_bn": bool, "dropout": float,
+                  "dc_ratio": float, "se_r": float}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by all experiments; each configs/*.py changes what it needs."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "RegNetZ-500MF"
+    c.model.dtype = "float32"
+    c.model.conv_impl = "auto"
+    for field, typ in SPEC_OVERRIDES.items():
+        c.model[field] = placeholder(typ)
+
+    c.scaling = ml_collections.ConfigDict()
+    c.scaling.kind = placeholder(str)
+    c.scaling.alpha = placeholder(float)
+    c.scaling.factor = placeholder(float)
+    c.scaling.flops = placeholder(str)
+
+    c.family = ml_collections.ConfigDict()
+    c.family.models = placeholder(tuple)     # explicit zoo names
+    c.family.base = placeholder(str)         # base model of a scaling sweep
+    c.family.kinds = placeholder(tuple)      # scaling kinds of a sweep (e.g. ('dwr', 'dWr'))
+    c.family.alphas = placeholder(tuple)     # or alphas of a sweep
+    c.family.factors = placeholder(tuple)    # flops factors of a sweep
+
+    c.data = default_data_config()
+
+    c.timing = ml_collections.ConfigDict()
+    c.timing.batch_size = 32
+    c.timing.resolution = placeholder(int)   # default: each model's train resolution
+    c.timing.dtype = placeholder(str)        # default: model.dtype
+    c.timing.modes = ("inference", "train_step")
+    c.timing.warmup = 2
+    c.timing.iters = 10
+    c.timing.dataset_size = 1_281_167        # ImageNet train images, for epoch-time estimates
+    c.timing.num_devices = placeholder(int)
+    return c
+
+
+def _get(cfg, path, default=None):
+    cur = cfg
+    for key in path.split("."):
+        try:
+            cur = cur[key]
+        except (KeyError, TypeError, AttributeError):
+            return default
+    return cur
+
+
+def spec_overrides(config) -> dict:
+    """The model.<field> overrides that are set (not None)."""
+    return {f: _get(config, f"model.{f}") for f in SPEC_OVERRIDES
+            if _get(config, f"model.{f}") is not None}
+
+
+def _apply_overrides(spec, overrides: dict):
+    valid = set(spec.__dataclass_fields__)
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(f"model.{unknown[0]} does not apply to {spec.name} "
+                         f"({spec.family} spec); valid overrides: {sorted(valid & set(SPEC_OVERRIDES))}")
+    return spec.replace(**overrides) if overrides else spec
+
+
+def resolve_spec(config):
+    """The model spec an experiment config describes: zoo model, then scaling, then overrides.
+
+    Scaling (scaling.factor or scaling.flops, with scaling.kind or scaling.alpha) is applied to
+    the zoo model before model.* overrides, so e.g. model.resolution=64 shrinks the input of the
+    scaled model without changing its depths and widths.
+    """
+    spec = get_model_spec(_get(config, "model.name"))
+    kind, alpha = _get(config, "scaling.kind"), _get(config, "scaling.alpha")
+    factor, flops = _get(config, "scaling.factor"), _get(config, "scaling.flops")
+    if factor is not None and flops is not None:
+        raise ValueError("set only one of scaling.factor and scaling.flops (got both)")
+    if isinstance(kind, str) and kind.strip().lower() in ("", "none"):
+        kind = None
+    if alpha is not None:  # alpha, when set, replaces the kind (--config.scaling.alpha=0.5)
+        kind = None
+    if factor is not None or flops is not None:
+        if kind is None and alpha is None:
+            raise ValueError("scaling.factor / scaling.flops need scaling.kind (e.g. 'dWr') or "
+                             "scaling.alpha (in [0, 1])")
+        if factor is not None:
+            spec = scale(spec, factor, kind, alpha=alpha)
+        else:
+            spec = scale_to(spec, flops, kind, alpha=alpha).spec
+    return _apply_overrides(spec, spec_overrides(config))
+
+
+def resolve_family(config) -> list[tuple[dict, object]]:
+    """The models of a family config as [(labels, spec)], labels = {'kind', 'factor', ...}.
+
+    Without family.* settings the family is the single model of resolve_spec(config).
+    """
+    models, base = _get(config, "family.models"), _get(config, "family.base")
+    overrides = spec_overrides(config)
+    if models:
+        return [({"model": m, "kind": "zoo", "factor": 1.0},
+                 _apply_overrides(get_model_spec(m), overrides)) for m in models]
+    if not base:
+        spec = resolve_spec(config)
+        return [({"model": spec.name, "kind": _get(config, "scaling.kind") or "none",
+                  "factor": _get(config, "scaling.factor") or 1.0}, spec)]
+    kinds = list(_get(config, "family.kinds") or [])
+    alphas = list(_get(config, "family.alphas") or [])
+    factors = list(_get(config, "family.factors") or [1.0])
+    if not kinds and not alphas:
+        raise ValueError("a family sweep needs family.kinds or family.alphas")
+    base_spec = get_model_spec(base)
+    out = []
+    for label, kw in [(k, {"kind": k}) for k in kinds] + [
+            (f"alpha={a:.3g}", {"alpha": a}) for a in alphas]:
+        for f in factors:
+            spec = _apply_overrides(scale(base_spec, f, kw.get("kind"), alpha=kw.get("alpha")),
+                                    overrides)
+            out.append(({"model": spec.name, "kind": label, "factor": float(f),
+                         "alpha": kw.get("alpha")}, spec))
+    return out
+
+
+def parse_flops_arg(arg: str, default: str = "4GF"):
+    """A config argument like '4GF', '800MF' or a plain factor '4' -> (flops_str or None, factor or None)."""
+    a = (arg or default).strip()
+    if a.upper().endswith(("GF", "MF")):
+        return a.upper(), None
+    try:
+        f = float(a)
+    except ValueError:
+        raise ValueError(f"config argument {arg!r}: expected a flops target like '4GF' / "
+                         "'800MF' or a scaling factor like '4'") from None
+    if not (math.isfinite(f) and f > 0):
+        raise ValueError(f"config argument {arg!r}: the factor must be positive")
+    return None, f
+
+
+def zoo_config(prefix: str, arg: str | None, default: str):
+    """Config of one zoo model of a family ('RegNetY' + '800MF' -> RegNetY-800MF), or of the
+    whole family when arg is 'all'."""
+    from fastscale_jax.zoo import list_models
+
+    c = base_config()
+    arg = (arg or default).strip()
+    if arg.lower() == "all":
+        c.family.models = tuple(list_models(prefix))
+        c.model.name = c.family.models[0]
+    else:
+        # validated (with suggestions) when the run resolves the spec
+        c.model.name = arg if arg.lower().startswith(prefix.lower()) else f"{prefix}-{arg}"
+    return c
+
+
+def scaled_config(base_model: str, arg: str | None, default: str = "4GF", kind: str = "dWr"):
+    """Config of `base_model` scaled with `kind` to the target in `arg` ('4GF', '800MF', or a
+    plain flops factor '4'). Override from the command line with --config.scaling.kind=dwr,
+    --config.scaling.alpha=0.5 (alpha replaces kind), --config.scaling.flops=8GF."""
+    c = base_config()
+    c.model.name = base_model
+    flops, factor = parse_flops_arg(arg, default)
+    c.scaling.kind = kind
+    c.scaling.flops = flops
+    c.scaling.factor = factor
+    return c

@@ -1,0 +1,34 @@
+"""Flax Linen networks built from specs (no training logic)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from fastscale_jax.models.anynet import AnyNet
+from fastscale_jax.models.effnet import EffNet
+
+DTYPES = {"float32": jnp.float32, "f32": jnp.float32, "bfloat16": jnp.bfloat16,
+          "bf16": jnp.bfloat16, "float16": jnp.float16, "f16": jnp.float16}
+
+
+def resolve_dtype(dtype):
+    """jnp dtype from a name ('float32', 'bfloat16', 'float16') or a dtype."""
+    if isinstance(dtype, str):
+        try:
+            return DTYPES[dtype.lower()]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}") from None
+    return jnp.dtype(dtype).type if dtype is not None else jnp.float32
+
+
+def build_model(spec, *, dtype="float32", conv_impl: str = "auto", bn_axis_name=None):
+    """The Flax module for `spec` (AnyNet or EffNet).
+
+    dtype: computation dtype ('float32' or 'bfloat16'; params stay float32).
+    conv_impl: convolution implementation ('auto' picks per backend; see fastscale_jax.ops.conv).
+    bn_axis_name: a pmap/shard_map axis name for synchronised BatchNorm (None = per device).
+    """
+    cls = {"anynet": AnyNet, "effnet": EffNet}.get(getattr(spec, "family", None))
+    if cls is None:
+        raise ValueError(f"build_model needs an AnyNetSpec or EffNetSpec, got {type(spec).__name__}")
+    return cls(spec=spec, dtype=resolve_dtype(dtype), conv_impl=conv_impl, bn_axis_name=bn_axis_name)

@@ -1,0 +1,119 @@
+"""Layers shared by the model families: conv, BN, activations, SE, stochastic depth.
+
+Parameters are float32; computation runs in the module's `dtype` (e.g. bfloat16). Init follows
+pycls: conv kernels ~ N(0, sqrt(2 / fan_out)) with fan_out = k * k * out_channels; linear
+weights ~ N(0, 0.01) with zero bias; BN gamma 1 (0 for a residual branch's last BN when
+zero-init is on), beta 0. BN uses eps 1e-5 and momentum 0.9 (= PyTorch momentum 0.1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fastscale_jax.ops.conv import conv2d
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.9  # Flax convention: running = m * running + (1 - m) * batch
+
+_ACTIVATIONS = {"relu": nn.relu, "silu": nn.silu, "swish": nn.silu,
+                "gelu": lambda x: nn.gelu(x, approximate=False)}
+
+
+def activation(name: str):
+    """The activation function called `name` ('relu', 'silu'/'swish', 'gelu')."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(_ACTIVATIONS)}") from None
+
+
+def conv_kernel_init(key, shape, dtype=jnp.float32):
+    """pycls/ResNet init: N(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels."""
+    kh, kw, _, c_out = shape
+    std = (2.0 / (kh * kw * c_out)) ** 0.5
+    return std * jax.random.normal(key, shape, dtype)
+
+
+class Conv(nn.Module):
+    """kxk convolution with PyTorch-style symmetric padding (k - 1) // 2, NHWC.
+
+    The kernel is HWIO with I = in_channels // groups whatever `conv_impl` computes it
+    (see fastscale_jax.ops.conv), so checkpoints do not depend on the implementation.
+    """
+
+    features: int
+    kernel: int = 1
+    stride: int = 1
+    groups: int = 1
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        c_in = x.shape[-1]
+        if c_in % self.groups or self.features % self.groups:
+            raise ValueError(f"{self.name}: groups={self.groups} must divide in ({c_in}) and out "
+                             f"({self.features}) channels")
+        k = self.param("kernel", conv_kernel_init,
+                       (self.kernel, self.kernel, c_in // self.groups, self.features), jnp.float32)
+        y = conv2d(x.astype(self.dtype), k.astype(self.dtype), stride=self.stride,
+                   groups=self.groups, impl=self.conv_impl)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+        return y
+
+
+def batch_norm(train: bool, dtype, *, zero_init: bool = False, axis_name=None, name=None):
+    """BatchNorm with pycls's eps/momentum; zero_init sets gamma to 0 (last BN of a branch)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                        dtype=dtype, param_dtype=jnp.float32, axis_name=axis_name,
+                        scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+                        name=name)
+
+
+def dense(features: int, dtype, name=None):
+    """Fully connected layer with pycls init (N(0, 0.01) weights, zero bias)."""
+    return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32,
+                    kernel_init=nn.initializers.normal(0.01), bias_init=nn.initializers.zeros,
+                    name=name)
+
+
+class SE(nn.Module):
+    """Squeeze-and-excitation: x * sigmoid(expand(act(reduce(mean_hw(x)))))."""
+
+    w_se: int
+    act: str
+    dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = Conv(self.w_se, use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl, name="reduce")(s)
+        s = activation(self.act)(s)
+        s = Conv(x.shape[-1], use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl, name="expand")(s)
+        return x * nn.sigmoid(s)
+
+
+def drop_path(module: nn.Module, x, rate: float, train: bool):
+    """Stochastic depth / drop-connect: zero whole samples with prob. `rate`, rescale the rest.
+
+    Needs a 'dropout' PRNG stream when train and rate > 0.
+    """
+    if not train or rate <= 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
+    return jnp.where(mask, x / keep, jnp.zeros((), x.dtype)).astype(x.dtype)
+
+
+def check_input(spec_name: str, x):
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"{spec_name}: expected NHWC images with 3 channels, got shape {x.shape}")
+    if min(x.shape[1:3]) < 8:
+        raise ValueError(f"{spec_name}: input {x.shape[1]}x{x.shape[2]} is too small")
