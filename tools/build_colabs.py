@@ -80,6 +80,72 @@ print(f"factor {res.factor:.3f} -> {res.flops / 1e9:.3f} GF")
 print(report.model_table(res.spec))'''),
 ]
 
+NOTEBOOKS["04_pretrained_weights.ipynb"] = [
+    new_markdown_cell("""# Pretrained weights: pycls / timm PyTorch checkpoints in JAX
+
+pycls published ImageNet weights for every RegNetX/Y and EfficientNet of its zoo (`.pyth`
+files, see pycls's MODEL_ZOO.md), timm for many more (`.pth` / `.safetensors`).
+`fastscale_jax.convert` maps them onto our Flax models, checking every tensor name and shape,
+saves an orbax checkpoint, and records the preprocessing the weights expect (pycls: BGR).
+
+Set `WEIGHTS` to a downloaded checkpoint. With `WEIGHTS = None` (the default, so that this
+notebook runs offline) it writes a stand-in pycls checkpoint with *random* weights: the
+predictions below are then meaningless, but every step is the real one.
+Needs PyTorch only to read `.pyth`/`.pth` pickles: `pip install torch` (CPU is fine) and, for the
+stand-in, `pip install --no-deps pycls==0.1.1 yacs simplejson`."""),
+    new_code_cell(INSTALL),
+    new_code_cell('''%matplotlib inline
+import os, tempfile
+import jax, numpy as np
+import fastscale_jax as fs
+from fastscale_jax import convert
+
+MODEL = "RegNetY-800MF"
+WEIGHTS = None   # e.g. "RegNetY-800MF_dds_8gpu.pyth" from the pycls model zoo
+SOURCE = "pycls"
+spec = fs.get_model_spec(MODEL)
+work = tempfile.mkdtemp()'''),
+    new_code_cell('''if WEIGHTS is None:  # offline stand-in: a pycls model with random weights, saved as pycls does
+    import torch
+    from pycls.models.anynet import AnyNet
+    torch.manual_seed(0)
+    tm = AnyNet(stem_type=spec.stem_type, stem_w=spec.stem_w, block_type=spec.block_type,
+                ds=list(spec.depths), ws=list(spec.widths), ss=list(spec.strides),
+                bms=list(spec.bot_muls), gws=list(spec.group_widths), se_r=spec.se_r, nc=1000)
+    WEIGHTS = os.path.join(work, "standin.pyth")
+    torch.save({"model_state": tm.state_dict(), "epoch": 0}, WEIGHTS)
+state_dict = convert.read_checkpoint(WEIGHTS)
+print(len(state_dict), "tensors, e.g.", list(state_dict)[:3])'''),
+    new_code_cell('''variables = convert.from_pycls(state_dict, spec)   # every tensor used once, shapes checked
+prep = convert.preprocessing_for(SOURCE, spec)
+print(prep)
+out_dir = os.path.join(work, "regnety_800mf_flax")
+convert.save_converted(out_dir, variables, spec, source=SOURCE, preprocessing=prep, source_file=WEIGHTS)
+name, variables, prep = convert.load_converted(out_dir)
+print("saved and reloaded", name, "->", out_dir)'''),
+    new_markdown_cell("""## Inference on a few images
+
+The embedded demo images (CIFAR-10, 32 px) are resized to the model's test resolution and
+normalised exactly as the weights expect (channel order, mean, std)."""),
+    new_code_cell('''from fastscale_jax.data import config as data_config, pipeline
+dcfg = data_config.default_data_config()
+dcfg.channel_order, dcfg.mean, dcfg.std = prep["channel_order"], prep["mean"], prep["std"]
+batch = next(iter(pipeline.eval_iterator(dcfg, global_batch_size=8, image_size=spec.resolution,
+                                         process_index=0, process_count=1, local_device_count=1)))
+images = batch["image"][0]
+model = fs.build_model(spec)
+logits = jax.jit(lambda v, x: model.apply(v, x))(variables, images)
+top5 = np.argsort(-np.asarray(logits), axis=1)[:, :5]
+print("top-5 ImageNet class ids per image:\\n", top5)'''),
+    new_code_cell('''import matplotlib.pyplot as plt
+fig, axes = plt.subplots(1, 8, figsize=(14, 2))
+mean, std = np.array(prep["mean"]), np.array(prep["std"])
+for ax, img, t in zip(axes, images, top5):
+    rgb = img[..., ::-1] if prep["channel_order"] == "BGR" else img
+    ax.imshow(np.clip((rgb * std + mean) / 255, 0, 1)); ax.set_title(f"top-1 {t[0]}", fontsize=8); ax.axis("off")
+plt.show()'''),
+]
+
 
 def main():
     os.makedirs(OUT, exist_ok=True)
