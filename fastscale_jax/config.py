@@ -58,19 +58,84 @@ def base_config() -> ml_collections.ConfigDict:
     c.family.kinds = placeholder(tuple)      # scaling kinds of a sweep (e.g. ('dwr', 'dWr'))
     c.family.alphas = placeholder(tuple)     # or alphas of a sweep
     c.family.factors = placeholder(tuple)    # flops factors of a sweep
+    c.family.base_resolution = placeholder(int)  # base model's train res *before* scaling
 
     c.data = default_data_config()
+
+    _add_training_sections(c)
 
     c.timing = ml_collections.ConfigDict()
     c.timing.batch_size = 32
     c.timing.resolution = placeholder(int)   # default: each model's train resolution
     c.timing.dtype = placeholder(str)        # default: model.dtype
-    c.timing.modes = ("inference", "train_step")
-    c.timing.warmup = 2
-    c.timing.iters = 10
+    c.timing.modes = ("inference", "train_step")   # any of inference, fwd_bwd, train_step
+    c.timing.warmup = 2                      # discarded calls before timing
+    c.timing.iters = 10                      # calls per timed window
+    c.timing.windows = 5                     # timed windows (median / min / spread over them)
+    c.timing.optimizer = "sgd"               # train_step update: sgd (Nesterov) | momentum | adamw | lamb | adam
     c.timing.dataset_size = 1_281_167        # ImageNet train images, for epoch-time estimates
     c.timing.num_devices = placeholder(int)
     return c
+
+
+def _add_training_sections(c) -> None:
+    """config.train / optim / checkpoint / parallel / distributed (see fastscale_jax.train).
+
+    The defaults are a short, safe run on the demo data; configs/*.py set real recipes.
+    """
+    t = c.train = ml_collections.ConfigDict()
+    t.global_batch_size = 128        # summed over all devices of all processes
+    t.eval_batch_size = placeholder(int)  # default: global_batch_size
+    t.epochs = 1.0
+    t.num_train_steps = placeholder(int)  # overrides epochs when set
+    t.loss = "ce"                    # 'ce' (softmax) | 'bce' (sigmoid, RSB)
+    t.label_smoothing = 0.0
+    t.bce_target_thresh = placeholder(float)  # BCE: binarise targets > thresh (timm)
+    t.mixup_alpha = 0.0              # 0 = off
+    t.cutmix_alpha = 0.0             # 0 = off
+    t.mix_prob = 1.0                 # probability a batch is mixed at all
+    t.mix_switch_prob = 0.5          # with both on: probability of cutmix instead of mixup
+    t.ema_decay = 0.0                # 0 = no EMA; else EMA of params + BN stats, eval'd too
+    t.ema_warmup = True              # decay_t = min(decay, (1 + t) / (10 + t))
+    t.sync_bn = False                # True: BN statistics over the global batch
+    t.log_every_steps = 50
+    t.eval_every_epochs = 1.0        # 0 = only at the end
+    t.progress = True                # tqdm bar per epoch
+    t.tensorboard = True             # TensorBoard event files in workdir/tb
+    t.plot = True                    # workdir/curves.png at the end
+    t.inject_nan_at_step = placeholder(int)  # testing: poison the loss at this step
+
+    o = c.optim = ml_collections.ConfigDict()
+    o.name = "sgd"                   # 'sgd' (Nesterov) | 'lamb' | 'adamw'
+    o.base_lr = 0.1                  # lr = base_lr * global_batch_size / base_batch_size
+    o.base_batch_size = 256
+    o.momentum = 0.9                 # sgd
+    o.nesterov = True                # sgd
+    o.b1 = 0.9                       # lamb / adamw
+    o.b2 = 0.999
+    o.eps = 1e-6
+    o.weight_decay = 5e-5
+    o.wd_mask = "kernels"            # 'kernels' (conv/dense weights only) | 'all' (pycls)
+    o.schedule = "cosine"            # 'cosine' | 'constant' | 'linear' (to 0), after warmup
+    o.warmup_epochs = 0.0
+    o.warmup_steps = placeholder(int)  # overrides warmup_epochs when set
+    o.warmup_init_factor = 0.0       # warmup starts at lr * this
+    o.min_lr_factor = 0.0            # cosine ends at lr * this
+    o.clip_grad_norm = 0.0           # 0 = off
+
+    k = c.checkpoint = ml_collections.ConfigDict()
+    k.every_steps = 1000             # also the data-stream segment length (exact resume)
+    k.keep = 3                       # keep the last K checkpoints
+    k.async_save = True
+    k.resume = True                  # resume from the latest checkpoint in workdir
+
+    c.parallel = "pmap"              # 'pmap' | 'shard_map' (jit + shard_map on a 1-D mesh)
+
+    d = c.distributed = ml_collections.ConfigDict()
+    d.coordinator_address = placeholder(str)  # 'host:port': multi-process run
+    d.num_processes = placeholder(int)
+    d.process_id = placeholder(int)
+    d.cpu_collectives = "gloo"       # CPU multi-process collectives implementation
 
 
 def _get(cfg, path, default=None):
@@ -145,6 +210,10 @@ def resolve_family(config) -> list[tuple[dict, object]]:
     if not kinds and not alphas:
         raise ValueError("a family sweep needs family.kinds or family.alphas")
     base_spec = get_model_spec(base)
+    base_res = _get(config, "family.base_resolution")
+    if base_res:  # shrink the base, then scale: members keep their resolution scaling
+        test_res = max(32, round(base_res * base_spec.test_resolution / base_spec.resolution))
+        base_spec = base_spec.replace(resolution=base_res, test_resolution=test_res)
     out = []
     for label, kw in [(k, {"kind": k}) for k in kinds] + [
             (f"alpha={a:.3g}", {"alpha": a}) for a in alphas]:

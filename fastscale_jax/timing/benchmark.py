@@ -1,0 +1,248 @@
+"""`--mode benchmark`: time a model or a family of models and write tables, plots and fits.
+
+    python launch.py --config configs/alpha_sweep.py --mode benchmark --workdir /tmp/sweep \
+        --config.timing.batch_size=2 --config.model.resolution=64 --config.timing.iters=3
+
+Writes to workdir:
+  benchmark.csv / benchmark.json   one row per model: labels, analytic flops (multiply-adds) /
+                                   params / acts at the timed resolution, and per mode
+                                   <mode>_time_ms (median per batch), _min_ms, _spread_pct,
+                                   _images_per_s, _compile_s, _xla_flops (2 per multiply-add),
+                                   _xla_flops_ratio (xla_flops / (2 * flops * batch)),
+                                   _xla_bytes, _mem_*_bytes, _epoch_h, _error; `error` (any);
+                                   device kind, backend and versions. The JSON also holds the
+                                   full per-mode TimingResults and the environment.
+  benchmark_<mode>.png             runtime vs flops / params / acts, Pearson r in the titles
+  family_acts_vs_flops.png,        (families) one line per scaling kind, log-log
+  family_runtime_vs_flops_<mode>.png
+  fit.json                         per mode: time per image ~ a*flops + b*acts + c (and flops
+                                   only, acts only): coefficients, R^2, leave-one-out error
+A model that fails (bad resolution, OOM, XLA error) keeps its row, with the error, and the
+sweep goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+from fastscale_jax.complexity import complexity
+from fastscale_jax.timing.fit import fit_all, format_fit
+from fastscale_jax.timing.measure import environment, time_model, validate_settings
+
+_ENV_KEYS = ("device_kind", "backend", "jax", "jaxlib", "flax")
+
+
+def _get(cfg, path, default=None):
+    cur = cfg
+    for key in path.split("."):
+        try:
+            cur = cur[key]
+        except (KeyError, TypeError, AttributeError):
+            return default
+    return default if cur is None else cur
+
+
+def timing_settings(config) -> dict:
+    """time_model keyword arguments from config.timing (+ model.dtype / model.conv_impl)."""
+    return {"batch_size": int(_get(config, "timing.batch_size", 32)),
+            "resolution": _get(config, "timing.resolution"),
+            "dtype": _get(config, "timing.dtype") or _get(config, "model.dtype", "float32"),
+            "modes": tuple(_get(config, "timing.modes", ("inference", "train_step"))),
+            "warmup": int(_get(config, "timing.warmup", 2)),
+            "iters": int(_get(config, "timing.iters", 10)),
+            "windows": int(_get(config, "timing.windows", 5)),
+            "num_devices": int(_get(config, "timing.num_devices", 1)),
+            "optimizer": _get(config, "timing.optimizer", "sgd"),
+            "conv_impl": _get(config, "model.conv_impl", "auto"),
+            "dataset_size": int(_get(config, "timing.dataset_size", 1_281_167)),
+            "seed": int(_get(config, "seed", 0))}
+
+
+def _fmt_err(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def model_row(labels: dict, spec, results: dict | None, settings: dict,
+              error: str | None = None) -> dict:
+    """One flat benchmark row from a model's labels, spec and {mode: TimingResult}."""
+    res = settings["resolution"] or spec.resolution
+    row = {**labels, "name": spec.name, "resolution": res,
+           "batch_size": settings["batch_size"], "dtype": settings["dtype"],
+           "num_devices": settings["num_devices"]}
+    try:
+        cx = complexity(spec.replace(resolution=res) if res != spec.resolution else spec)
+        row.update(flops=cx["flops"], params=cx["params"], acts=cx["acts"])
+    except Exception as e:  # noqa: BLE001
+        row.update(flops=None, params=None, acts=None)
+        error = error or f"complexity: {_fmt_err(e)}"
+    errors = [error] if error else []
+    per_dev_batch = settings["batch_size"] // settings["num_devices"]
+    for mode in settings["modes"]:
+        r = (results or {}).get(mode)
+        ms = (lambda v: v * 1e3 if r is not None and math.isfinite(v) else None)
+        row[f"{mode}_time_ms"] = ms(r.time_s) if r else None
+        row[f"{mode}_min_ms"] = ms(r.min_s) if r else None
+        row[f"{mode}_spread_pct"] = r.spread_pct if r and r.ok else None
+        row[f"{mode}_images_per_s"] = r.images_per_s if r and r.ok else None
+        row[f"{mode}_images_per_s_per_device"] = r.images_per_s_per_device if r and r.ok else None
+        row[f"{mode}_epoch_h"] = r.epoch_s / 3600 if r and r.ok else None
+        row[f"{mode}_compile_s"] = r.compile_s if r and math.isfinite(r.compile_s) else None
+        row[f"{mode}_xla_flops"] = r.xla_flops if r else None
+        row[f"{mode}_xla_flops_ratio"] = (
+            r.xla_flops / (2 * row["flops"] * per_dev_batch)
+            if r and r.xla_flops and row.get("flops") else None)
+        row[f"{mode}_xla_bytes"] = r.xla_bytes_accessed if r else None
+        for k in ("argument", "output", "temp", "peak"):
+            row[f"{mode}_mem_{k}_bytes"] = getattr(r, f"mem_{k}_bytes") if r else None
+        row[f"{mode}_error"] = r.error if r else None
+        if r and r.error:
+            errors.append(r.error)
+    row["error"] = "; ".join(errors) if errors else None
+    return row
+
+
+def benchmark_family(family: list[tuple[dict, object]], settings: dict,
+                     progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Time every (labels, spec) of `family`; (rows, results as dicts). Failures of one model
+    (any Exception) are recorded in its row and the sweep continues."""
+    from tqdm.auto import tqdm
+
+    kw = {k: v for k, v in settings.items()}
+    rows, full = [], []
+    bar = tqdm(family, desc="benchmark", unit="model", disable=not progress, dynamic_ncols=True)
+    for labels, spec in bar:
+        def on_stage(text, name=spec.name):
+            bar.set_description(f"{name}: {text}")
+
+        results, error = None, None
+        try:
+            results = time_model(spec, on_stage=on_stage, **kw)
+            full += [{**labels, **r.to_dict()} for r in results.values()]
+        except Exception as e:  # noqa: BLE001 - recorded in the row, the sweep goes on
+            error = _fmt_err(e)
+        rows.append(model_row(labels, spec, results, settings, error))
+    bar.set_description("benchmark done")
+    bar.close()
+    return rows, full
+
+
+def _write_csv(rows: list[dict], path: str):
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+
+
+def _json_safe(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    if hasattr(o, "item") and not isinstance(o, (str, bytes)):  # numpy scalars
+        return _json_safe(o.item())
+    return o
+
+
+def fits_by_mode(rows: list[dict], modes) -> dict:
+    """{mode: fit_all(...)} on time per image (s) vs per-image flops and acts (rows that ran)."""
+    out = {}
+    for mode in modes:
+        good = [r for r in rows if r.get(f"{mode}_time_ms") and r.get("flops")]
+        t = [r[f"{mode}_time_ms"] / 1e3 / r["batch_size"] for r in good]
+        out[mode] = fit_all([r["flops"] for r in good], [r["acts"] for r in good], t)
+    return out
+
+
+def summary_table(rows: list[dict], modes) -> str:
+    from fastscale_jax.report import format_table, human
+
+    header = ["model", "kind", "factor", "res", "flops", "acts"]
+    for m in modes:
+        header += [f"{m} ms", f"{m} img/s", f"{m} compile s"]
+    header.append("error")
+    body = []
+    for r in rows:
+        line = [r.get("name", r.get("model")), r.get("kind", ""),
+                f"{r['factor']:g}" if isinstance(r.get("factor"), (int, float)) else "",
+                r.get("resolution"), human(r["flops"]) if r.get("flops") else "-",
+                human(r["acts"]) if r.get("acts") else "-"]
+        for m in modes:
+            t, ips, c = (r.get(f"{m}_time_ms"), r.get(f"{m}_images_per_s"),
+                         r.get(f"{m}_compile_s"))
+            line += [f"{t:.1f}" if t else "-", f"{ips:.1f}" if ips else "-",
+                     f"{c:.1f}" if c else "-"]
+        err = r.get("error") or ""
+        line.append(err[:60] + ("..." if len(err) > 60 else ""))
+        body.append(line)
+    return format_table(header, body)
+
+
+def run_benchmark(config, workdir: str, progress: bool = True) -> dict:
+    """Benchmark config's model or family (config.resolve_family); write results to workdir.
+
+    Returns {'rows', 'fits', 'files', 'env'}. Global settings (dtype, modes, batch size vs
+    device count) are checked first and raise ValueError; per-model failures go in the rows.
+    """
+    from fastscale_jax import config as config_lib
+    from fastscale_jax.timing.plots import family_plots, runtime_vs_complexity
+
+    settings = timing_settings(config)
+    dtype, modes, devices = validate_settings(
+        settings["batch_size"], settings["dtype"], settings["modes"], settings["warmup"],
+        settings["iters"], settings["windows"], settings["num_devices"])
+    settings.update(dtype=dtype, modes=modes)
+    family = config_lib.resolve_family(config)
+    env = environment(devices)
+    print(f"benchmark: {len(family)} model(s) on {env['num_devices']} x {env['device_kind']} "
+          f"({env['backend']}), batch {settings['batch_size']}, {dtype}, modes {modes}, "
+          f"{settings['windows']} windows x {settings['iters']} iters after "
+          f"{settings['warmup']} warm-up; jax {env['jax']}, flax {env['flax']}")
+    rows, full = benchmark_family(family, settings, progress=progress)
+    for r in rows:
+        r.update({k: env.get(k) for k in _ENV_KEYS})
+
+    os.makedirs(workdir, exist_ok=True)
+    files = {"csv": os.path.join(workdir, "benchmark.csv"),
+             "json": os.path.join(workdir, "benchmark.json"),
+             "fit": os.path.join(workdir, "fit.json")}
+    _write_csv(rows, files["csv"])
+    with open(files["json"], "w") as f:
+        json.dump(_json_safe({"env": env, "settings": settings, "rows": rows,
+                              "results": full}), f, indent=1)
+    fits = fits_by_mode(rows, modes)
+    with open(files["fit"], "w") as f:
+        json.dump(_json_safe({"unit": "seconds per image; flops = multiply-adds per image, "
+                                      "acts per image", "env": env, "fits": fits}), f, indent=1)
+    plots = []
+    for mode in modes:
+        try:
+            plots.append(runtime_vs_complexity(
+                rows, mode, os.path.join(workdir, f"benchmark_{mode}.png"), env))
+            if len(family) > 1:
+                plots += family_plots(rows, mode, workdir)
+        except Exception as e:  # noqa: BLE001 - a plotting problem must not lose the results
+            print(f"warning: plotting {mode} failed: {_fmt_err(e)}")
+    files["plots"] = sorted(set(plots))
+
+    print(summary_table(rows, modes))
+    if len(rows) < 3:
+        print(f"runtime model fit (time ~ a*flops + b*acts + c) needs >= 3 models; "
+              f"this run has {len(rows)}")
+    else:
+        for mode in modes:
+            print(f"runtime model ({mode}), time per image:")
+            print(format_fit(fits[mode]))
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        print(f"{len(failed)} of {len(rows)} model(s) failed; see the error column")
+    print(f"wrote {files['csv']}, {files['json']}, {files['fit']} and "
+          f"{len(files['plots'])} plot(s) to {workdir}")
+    return {"rows": rows, "fits": fits, "files": files, "env": env}

@@ -1,0 +1,105 @@
+"""PNG plots of benchmark rows (matplotlib, Agg backend; imported only when plotting).
+
+- runtime_vs_complexity: runtime against flops, params and acts, Pearson r in each panel
+  title (the paper's Fig. 2 on the user's hardware);
+- family_plots: acts vs flops and runtime vs flops, one line per scaling kind, log-log.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from fastscale_jax.timing.fit import pearson_r
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ok(rows, key):
+    return [r for r in rows if r.get(key) is not None and math.isfinite(float(r[key]))
+            and float(r[key]) > 0]
+
+
+def _label(row) -> str:
+    kind = row.get("kind")
+    if kind and kind not in ("zoo", "none"):
+        return f"{kind} x{row.get('factor', 1):g}"
+    return str(row.get("name") or row.get("model", ""))
+
+
+def runtime_vs_complexity(rows: list[dict], mode: str, path: str, env: dict | None = None) -> str:
+    """Three panels: runtime (ms per step) of `mode` vs flops, params, acts; returns path."""
+    plt = _plt()
+    key = f"{mode}_time_ms"
+    rows = _ok(rows, key)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    for ax, (feat, label) in zip(axes, (("flops", "flops (multiply-adds)"),
+                                        ("params", "params"), ("acts", "activations"))):
+        x = [r[feat] for r in rows]
+        y = [r[key] for r in rows]
+        r = pearson_r(x, y)
+        ax.scatter(x, y, s=18)
+        if len(rows) <= 40:
+            for xi, yi, row in zip(x, y, rows):
+                ax.annotate(_label(row), (xi, yi), fontsize=6, alpha=0.6)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{mode} time per batch (ms)")
+        ax.set_title(f"{mode} vs {feat}: Pearson r = {r:.3f}")
+        ax.grid(alpha=0.3)
+    if env:
+        b = rows[0] if rows else {}
+        fig.suptitle(f"{env.get('device_kind', '?')} ({env.get('backend', '?')}), batch "
+                     f"{b.get('batch_size', '?')}, {b.get('dtype', '?')}, jax "
+                     f"{env.get('jax', '?')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _by_kind(rows):
+    kinds = {}
+    for r in rows:
+        kinds.setdefault(str(r.get("kind", "model")), []).append(r)
+    return kinds
+
+
+def family_plots(rows: list[dict], mode: str, workdir: str) -> list[str]:
+    """family_acts_vs_flops.png and family_runtime_vs_flops_<mode>.png (one line per kind)."""
+    plt = _plt()
+    paths = []
+    for ykey, ylabel, fname in (
+            ("acts", "activations", "family_acts_vs_flops.png"),
+            (f"{mode}_time_ms", f"{mode} time per batch (ms)",
+             f"family_runtime_vs_flops_{mode}.png")):
+        good = _ok(_ok(rows, ykey), "flops")
+        if not good:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 4.8))
+        for kind, rs in _by_kind(good).items():
+            rs = sorted(rs, key=lambda r: r["flops"])
+            ax.plot([r["flops"] for r in rs], [r[ykey] for r in rs], "o-", label=kind, ms=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("flops (multiply-adds)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} vs flops (log-log), r = "
+                     f"{pearson_r(np.log([r['flops'] for r in good]), np.log([r[ykey] for r in good])):.3f}"
+                     " (log)", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(workdir, fname)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
