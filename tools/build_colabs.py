@@ -79,6 +79,59 @@ for g in report.growth_by_kind(report.family_rows(sweep)):
 print(f"factor {res.factor:.3f} -> {res.flops / 1e9:.3f} GF")
 print(report.model_table(res.spec))'''),
 ]
+NOTEBOOKS["02_runtime_on_your_hardware.ipynb"] = [
+    new_markdown_cell("""# Runtime on your hardware
+
+The paper's claim: across scaled models, **activations** predict runtime far better than flops
+or params. This notebook measures that on whatever this runtime has (CPU, GPU or TPU):
+it times a small scaled family with XLA-compiled functions (compile excluded, warm-up
+excluded, median of timed windows), plots runtime against flops / params / acts with Pearson
+r, fits `time = a*flops + b*acts + c`, and predicts the cost of a model before training it.
+
+Defaults are small so that a CPU runtime finishes in a few minutes. On a GPU runtime set
+`BASE_RES = None`, `BATCH = 64` and `MODES = ("inference", "train_step")`."""),
+    new_code_cell(INSTALL),
+    new_code_cell('''%matplotlib inline
+import jax
+import fastscale_jax as fs
+from fastscale_jax import timing
+from fastscale_jax.timing import benchmark, plots
+print(jax.devices())
+
+BASE, KINDS, FACTORS = "RegNetZ-500MF", ("dwr", "dWr"), (1, 2, 4)
+BASE_RES, BATCH, MODES = 64, 4, ("inference",)   # small CPU settings
+base = fs.get_model_spec(BASE)
+if BASE_RES:
+    base = base.replace(resolution=BASE_RES, test_resolution=BASE_RES)
+family = [({"model": f"{BASE} x{f} {k}", "kind": k, "factor": f}, fs.scale(base, f, k))
+          for k in KINDS for f in FACTORS]'''),
+    new_code_cell('''settings = dict(batch_size=BATCH, resolution=None, dtype="float32", modes=MODES,
+                warmup=1, iters=3, windows=3, num_devices=1)
+rows, results = benchmark.benchmark_family(family, settings)
+print(benchmark.summary_table(rows, MODES))'''),
+    new_code_cell('''import os, tempfile
+from IPython.display import Image, display
+out = tempfile.mkdtemp()
+display(Image(plots.runtime_vs_complexity(rows, MODES[0], os.path.join(out, "fig2.png"), timing.environment())))
+for path in plots.family_plots(rows, MODES[0], out):
+    display(Image(path))'''),
+    new_markdown_cell("""## A runtime model, and a prediction before training
+
+Fit the measured times with flops and activations, then predict an unseen, larger model from
+its analytic complexity alone — and check the prediction by timing it."""),
+    new_code_cell('''ok = [r for r in rows if not r.get("error")]
+key = f"{MODES[0]}_time_ms"
+fit = timing.fit_runtime([r["flops"] for r in ok], [r["acts"] for r in ok], [r[key] for r in ok])
+print("coef:", fit["coef"], " R^2 = %.3f" % fit["r2"], " leave-one-out rel. err = %.2f" % fit["loo_rel_err_mean"])
+
+new = fs.scale(base, 8, "dWr")
+cx = fs.complexity(new)
+c = fit["coef"]
+pred = c["flops"] * cx["flops"] + c["acts"] * cx["acts"] + c["intercept"]
+meas = timing.time_model(new, **settings)[MODES[0]].time_s
+print(f"{new.name}: predicted {pred:.1f} ms, measured {meas * 1e3:.1f} ms")'''),
+]
+
 
 NOTEBOOKS["04_pretrained_weights.ipynb"] = [
     new_markdown_cell("""# Pretrained weights: pycls / timm PyTorch checkpoints in JAX
