@@ -33,8 +33,10 @@ def parse_flags(argv):
         rest = flags.FLAGS(argv)
         flags.FLAGS.config.keys()  # config files load lazily: surface their errors here
         return rest
-    except KeyError as e:  # unknown --config.<key>
-        _fail("unknown config key " + str(e.args[0] if e.args else e).replace("\n", " "))
+    except (KeyError, AttributeError) as e:  # unknown --config.<key> (top-level or nested)
+        msg = str(e.args[0] if e.args else e)
+        key, _, hint = msg.replace("\\n", "\n").replace("\\'", "'").partition("\n")
+        _fail(f"unknown config key '{key.strip(chr(39) + ' ')}'. {hint.strip().rstrip(chr(39))}".strip())
     except (flags.Error, OSError, ValueError) as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         _fail(" ".join(lines[-2:]) if lines and lines[-1].startswith("[Errno") else

@@ -44,3 +44,11 @@ def test_bad_alpha_from_command_line():
                 "--config.scaling.alpha=1.5", "--config.scaling.factor=2")
     assert r.returncode == 2
     assert "alpha must be in [0, 1]" in r.stderr
+
+
+def test_config_key_typo_is_a_clear_error():
+    for flag in ("--config.modle.name=x", "--config.train.epochz=1"):
+        r = _launch("--config", "configs/regnety.py:800MF", "--mode", "complexity", flag)
+        assert r.returncode == 2, (flag, r.stderr)
+        assert "unknown config key" in r.stderr and "Did you mean" in r.stderr
+        assert "Traceback" not in r.stderr

@@ -1,0 +1,77 @@
+"""RegNetZ-500MF scaled with fast compound scaling (dWr, alpha = 0.8) and trained on ImageNet.
+
+    python launch.py --config configs/regnetz_dWr.py --workdir /tmp/regnetz_4gf   # 4GF, ImageNet
+    python launch.py --config configs/regnetz_dWr.py:demo --workdir /tmp/demo    # 2-core CPU
+
+Expect (ImageNet, arg '4GF'): not measured here -- we have no accelerator to train it. It is the
+recipe below; for published accuracies of dWr-scaled RegNetZ see Dollar, Singh, Girshick 2021
+(their own training recipe differs). Needs TFDS imagenet2012 prepared under data.data_dir and a
+multi-device machine (global batch 2048; any batch works, the learning rate scales with it).
+
+Expect (:demo): RegNetZ-500MF scaled down by dWr (factor 0.25: 12.6 MF, 1.7M params) with a
+CIFAR stem at 32 px on the embedded 10k-image CIFAR-10 subset (data.name='demo'), 150 steps of
+batch 64 (~1 epoch), LAMB. Measured (2026-11-23, exactly the :demo command above, on the shared
+2-core CPU with load average ~8 from other jobs, XLA:CPU float32, lax grouped convs):
+top-1 24.4% (EMA 24.6%), top-5 82.8% on the 2000 demo test images (chance: 10%), 22.5 minutes
+wall clock but only 5.1 CPU-minutes (the job got ~1/4 of the cores; 12-27 images/s), so a few
+minutes on an idle 2-core machine. The 30% goal was not reached in
+this budget; on an idle machine or with the fast CPU convolutions of fastscale_jax.ops, raise
+--config.train.num_train_steps (e.g. 600) for a clearly better model.
+
+Arg: a flops target ('1GF' ... '32GF', '800MF'; default '4GF'), a plain factor ('4'), or 'demo'.
+Scaling lives in config.scaling: --config.scaling.kind=dwr, --config.scaling.alpha=0.5 (alpha
+replaces kind), --config.scaling.flops=8GF.
+
+Recipe (ImageNet) and where each number comes from:
+  - LAMB, batch 2048, lr 5e-3 at batch 2048 (scaled linearly with the global batch), weight
+    decay 0.02 and trust ratio on conv/dense weights only, 5 warmup epochs then cosine:
+    ResNet strikes back procedure A2 (Wightman et al. 2021, Table 1) -- train.recipes.rsb.
+  - BCE loss on mixup 0.1 / cutmix 1.0 targets, RandAugment 2 layers magnitude 7 (std 0.5),
+    repeated augmentation 3, stochastic depth 0.05: RSB A2.
+  - 100 epochs instead of A2's 300 (ours: the paper's scaling study trains 100 epochs), and EMA
+    of the weights with decay 0.9999, evaluated alongside the raw weights (ours; timm's
+    RegNetZ recipes also keep an EMA).
+"""
+
+from fastscale_jax.config import scaled_config
+from fastscale_jax.train import recipes
+
+
+def get_config(arg=None):
+    if (arg or "").strip().lower() == "demo":
+        return demo_config()
+    c = scaled_config("RegNetZ-500MF", arg, default="4GF", kind="dWr")
+    recipes.rsb(c, "A2")
+    c.train.epochs = 100.0
+    c.train.ema_decay = 0.9999
+    c.train.eval_every_epochs = 5.0
+    c.model.dtype = "bfloat16"
+    c.checkpoint.every_steps = 500
+    return c
+
+
+def demo_config():
+    """Minutes on a 2-core CPU: a small dWr-scaled RegNetZ on the embedded CIFAR-10 subset."""
+    c = scaled_config("RegNetZ-500MF", None, kind="dWr")
+    c.scaling.flops = None
+    c.scaling.factor = 0.25           # RegNetZ-500MF x 1/4 (dWr): depths 1,3,8,6
+    c.model.resolution = 32
+    c.model.stem_type = "res_stem_cifar"
+    c.model.num_classes = 10
+    c.data.name = "demo"
+    c.data.shuffle_buffer = 10_000
+    c.train.global_batch_size = 64
+    c.train.eval_batch_size = 500
+    c.train.num_train_steps = 150     # ~1 epoch of the 10k demo images (replaces train.epochs)
+    c.train.loss = "ce"
+    c.train.label_smoothing = 0.1
+    c.train.ema_decay = 0.99
+    c.train.eval_every_epochs = 0.0   # evaluate at the end only
+    c.train.log_every_steps = 10
+    c.optim.name = "lamb"
+    c.optim.base_lr = 5e-3            # RSB's LAMB lr, stated at batch 128 -> 2.5e-3 at 64
+    c.optim.base_batch_size = 128
+    c.optim.weight_decay = 0.02
+    c.optim.warmup_epochs = 0.5
+    c.checkpoint.every_steps = 200     # > num_train_steps: one data segment (as measured)
+    return c

@@ -1,0 +1,354 @@
+"""train_and_evaluate / evaluate: the training loop around the compiled steps.
+
+    from fastscale_jax.train import train_and_evaluate
+    result = train_and_evaluate(config, workdir)   # {'top1', 'top5', 'ema_top1', ..., 'step'}
+
+Order of work: validate the config (optimizer / schedule / loss / parallel names, batch
+divisibility, a checkpoint of another model in workdir) -> write config.json and
+complexity.txt -> build and (if a checkpoint exists) restore the state -> compile -> train.
+
+Exact resume: the training stream is restarted at every checkpoint boundary (multiples of
+checkpoint.every_steps) with a seed derived from (data.seed, step), so after a crash the run
+resumed from the checkpoint at step s sees exactly the batches an uninterrupted run sees from s
+(with data.deterministic=True, or any deterministic data source). A SIGTERM saves a checkpoint
+at the current step and returns; resuming from that off-boundary step is reproducible but
+starts a new data segment there.
+
+Non-finite loss: the loop checks every step's loss at each log / checkpoint / eval point; on a
+NaN or inf it stops with NonFiniteLossError naming the first bad step. A checkpoint is saved
+only after that check, so the last checkpoint on disk is always finite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from fastscale_jax.train import checkpoint as ckpt_lib
+from fastscale_jax.train import losses, optim
+from fastscale_jax.train.distributed import maybe_initialize
+from fastscale_jax.train.step import PARALLEL_MODES
+
+
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """The training loss became NaN or inf (ValueError too, so launch.py prints one line)."""
+
+
+def _stream_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(step)])
+               .generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class _Run:
+    """Everything derived from a config before compiling: spec, sizes, schedule, optimizer."""
+
+    def __init__(self, config, workdir: str, data=None, *, for_eval: bool = False, spec=None):
+        import jax
+
+        from fastscale_jax import config as config_lib
+
+        maybe_initialize(config.get("distributed"))
+        self.config, self.workdir = config, workdir
+        tcfg, ocfg = config.train, config.optim
+        # names first: a typo must fail before any data or compile work
+        optim.validate(ocfg)
+        losses.validate(tcfg.loss)
+        if config.parallel not in PARALLEL_MODES:
+            raise ValueError(f"unknown parallel={config.parallel!r}; valid: "
+                             f"{', '.join(PARALLEL_MODES)}")
+        if data is None:
+            from fastscale_jax.data import pipeline as data
+        self.data = data
+        self.num_devices = jax.device_count()
+        self.process_index, self.process_count = jax.process_index(), jax.process_count()
+        self.is_main = self.process_index == 0
+        self.batch = int(tcfg.global_batch_size)
+        self.eval_batch = int(tcfg.get("eval_batch_size") or self.batch)
+        for name, b in (("train.global_batch_size", self.batch),
+                        ("train.eval_batch_size", self.eval_batch)):
+            if b < 1 or b % self.num_devices:
+                lo = max(self.num_devices, b // self.num_devices * self.num_devices)
+                raise ValueError(f"{name}={b} is not divisible by the number of devices "
+                                 f"({self.num_devices}); use a multiple, e.g. {lo}")
+
+        self.info = data.dataset_info(config.data)
+        spec = config_lib.resolve_spec(config) if spec is None else spec
+        if spec.num_classes != self.info["num_classes"]:
+            if config.model.get("num_classes") is not None:
+                raise ValueError(
+                    f"model.num_classes={spec.num_classes} but the dataset has "
+                    f"{self.info['num_classes']} classes; set --config.model.num_classes="
+                    f"{self.info['num_classes']}")
+            spec = spec.replace(num_classes=int(self.info["num_classes"]))
+        self.spec = spec
+        self.image_size = int(spec.resolution)
+
+        self.steps_per_epoch = max(1, int(self.info["num_train"]) // self.batch)
+        if tcfg.get("num_train_steps") is not None:
+            self.total_steps = int(tcfg.num_train_steps)
+        else:
+            self.total_steps = max(1, int(round(tcfg.epochs * self.steps_per_epoch)))
+        self.lr = optim.peak_lr(ocfg, self.batch)
+        self.warmup = optim.warmup_steps(ocfg, self.steps_per_epoch)
+        self.schedule = optim.make_schedule(ocfg, lr=self.lr, total_steps=self.total_steps,
+                                            warmup=self.warmup)
+        self.tx = optim.make_optimizer(ocfg, self.schedule)
+        self.every = max(1, int(config.checkpoint.every_steps))
+        eval_every = float(tcfg.eval_every_epochs or 0)
+        self.eval_every = (max(1, int(round(eval_every * self.steps_per_epoch)))
+                           if eval_every > 0 else None)
+        self.ema = float(tcfg.ema_decay) > 0
+
+        self.ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.checkpoint.keep),
+                                          async_save=bool(config.checkpoint.async_save),
+                                          read_only=for_eval)
+        latest = ckpt_lib.check_compatible(self.ckpt, spec, workdir)
+        if latest is not None and not for_eval and not config.checkpoint.resume:
+            raise ValueError(f"--workdir {workdir} already has checkpoints (latest step {latest}) "
+                             "and checkpoint.resume=False; use a new --workdir or delete its "
+                             "checkpoints/ folder")
+        self.latest = latest
+
+    # -- pieces that touch jax devices --------------------------------------------------
+    def build(self):
+        from fastscale_jax.models import build_model
+        from fastscale_jax.train import step as step_lib
+        from fastscale_jax.train.state import create_state
+
+        cfg = self.config
+        self.par = step_lib.Parallel(cfg.parallel)
+        kw = dict(dtype=cfg.model.dtype, conv_impl=cfg.model.conv_impl)
+        self.model = build_model(self.spec, **kw)
+        train_model = build_model(self.spec, bn_axis_name=step_lib.AXIS if cfg.train.sync_bn
+                                  else None, **kw)
+        host_state = create_state(self.model, self.tx, image_size=self.image_size,
+                                  seed=int(cfg.seed), ema=self.ema)
+        if self.latest is not None:
+            host_state = self.ckpt.restore(host_state, self.latest)
+        self.host_state = host_state
+        self.p_train = self.par.train_step(step_lib.make_train_body(
+            train_model, self.tx, self.schedule, cfg.train, self.spec.num_classes))
+        self.p_eval = self.par.eval_step(step_lib.make_eval_body(self.model, ema=self.ema))
+
+    def meta(self) -> dict:
+        return dict(ckpt_lib.spec_meta(self.spec), parallel=self.config.parallel,
+                    global_batch_size=self.batch, total_steps=self.total_steps)
+
+    def train_iter(self, step: int):
+        return iter(self.data.train_iterator(
+            self.config.data, global_batch_size=self.batch, image_size=self.image_size,
+            seed=_stream_seed(self.config.data.seed, step)))
+
+    def evaluate(self, state) -> dict:
+        it = self.data.eval_iterator(self.config.data, global_batch_size=self.eval_batch,
+                                     image_size=self.image_size)
+        total = None
+        for batch in it:
+            out = self.par.get_metrics(self.p_eval(state, self.par.put_batch(batch)))
+            total = out if total is None else {k: total[k] + out[k] for k in total}
+        if not total or total["count"] == 0:
+            raise ValueError("the eval split is empty")
+        n = total["count"]
+        res = {"count": n}
+        for prefix in ("", "ema_") if self.ema else ("",):
+            res[prefix + "top1"] = total[prefix + "top1"] / n
+            res[prefix + "top5"] = total[prefix + "top5"] / n
+            res[prefix + "loss"] = total[prefix + "loss"] / n
+        return res
+
+
+def _write_run_info(run: _Run):
+    from fastscale_jax import report
+
+    if not run.is_main:
+        return
+    with open(os.path.join(run.workdir, "config.json"), "w") as f:
+        f.write(run.config.to_json_best_effort(indent=2) + "\n")
+    table = report.model_table(run.spec)
+    with open(os.path.join(run.workdir, "complexity.txt"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print(f"{run.spec.name}: {run.total_steps} steps ({run.steps_per_epoch}/epoch), global batch "
+          f"{run.batch} on {run.num_devices} device(s) x {run.process_count} process(es), "
+          f"peak lr {run.lr:.4g} ({run.config.optim.name}, {run.config.optim.schedule}, "
+          f"warmup {run.warmup} steps), parallel={run.config.parallel}")
+
+
+class _SigTerm:
+    """Sets a flag on SIGTERM (main thread only); the loop saves and returns."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _fmt(res: dict) -> str:
+    s = f"top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%"
+    if "ema_top1" in res:
+        s += f"  | EMA top-1 {100 * res['ema_top1']:.2f}%  top-5 {100 * res['ema_top5']:.2f}%"
+    return s + f"  ({int(res['count'])} images)"
+
+
+def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
+    """Train `config` in `workdir` (resuming from its latest checkpoint), evaluating as it goes.
+
+    data: the input pipeline module (default fastscale_jax.data.pipeline); tests pass a
+    synthetic one with the same dataset_info / train_iterator / eval_iterator functions.
+    spec: a model spec to train instead of the config's model (tests, notebooks).
+    Returns the final eval metrics plus 'step', 'train_time_s' and the per-step 'losses' of
+    this invocation.
+    """
+    from tqdm import tqdm
+
+    from fastscale_jax.train.writers import MetricWriter, plot_curves
+
+    os.makedirs(workdir, exist_ok=True)
+    run = _Run(config, workdir, data, spec=spec)
+    _write_run_info(run)
+    run.build()
+    par = run.par
+    state = par.put_state(run.host_state)
+    del run.host_state
+    step = int(run.latest or 0)
+    if run.latest is not None and run.is_main:
+        print(f"resuming from {run.ckpt.directory} at step {step}")
+    writer = MetricWriter(workdir, enabled=run.is_main, tensorboard=config.train.tensorboard)
+    log_every = max(1, int(config.train.log_every_steps))
+    pending, window = [], []  # (step, device loss) not yet checked; metrics since last log
+    losses_seen: list[float] = []
+    last_saved = run.latest
+
+    def check_finite():
+        vals = [(s, float(np.asarray(v))) for s, v in pending]
+        pending.clear()
+        for s, v in vals:
+            if not math.isfinite(v):
+                run.ckpt.close()
+                raise NonFiniteLossError(
+                    f"loss is {v} at step {s} (0-based; lr {float(run.schedule(s)):.4g}); "
+                    f"stopping. The last good checkpoint is step {last_saved} in "
+                    f"{run.ckpt.directory}. Lower optim.base_lr, add optim.clip_grad_norm or "
+                    "warmup, or use model.dtype=float32.")
+        losses_seen.extend(v for _, v in vals)
+
+    def save(at):
+        nonlocal last_saved
+        check_finite()
+        run.ckpt.save(at, par.get_state(state), run.meta())
+        last_saved = at
+
+    def do_eval(at):
+        res = run.evaluate(state)
+        writer.write(at, "eval", res)
+        if run.is_main:
+            tqdm.write(f"step {at}: eval {_fmt(res)}")
+        return res
+
+    it = None
+    pbar = None
+    t_log, t_start, steps_timed = time.time(), time.time(), 0
+
+    def _loop():
+        nonlocal it, pbar, step, t_log, steps_timed, state
+        with _SigTerm() as sigterm:
+            while step < run.total_steps:
+                if it is None or step % run.every == 0:
+                    it = run.train_iter(step)
+                epoch = step // run.steps_per_epoch
+                if pbar is None or step % run.steps_per_epoch == 0:
+                    if pbar is not None:
+                        pbar.close()
+                    in_epoch = step % run.steps_per_epoch
+                    pbar = tqdm(total=min(run.steps_per_epoch, run.total_steps - step + in_epoch),
+                                initial=in_epoch, desc=f"epoch {epoch + 1}", leave=True,
+                                disable=not (config.train.progress and run.is_main),
+                                dynamic_ncols=True)
+                batch = par.put_batch(next(it))
+                state, metrics = run.p_train(state, batch)
+                pending.append((step, par.first(metrics["loss"])))
+                window.append(metrics)
+                step += 1
+                steps_timed += 1
+                pbar.update(1)
+                if step % log_every == 0 or step == run.total_steps:
+                    check_finite()
+                    vals = [par.get_metrics(m) for m in window]
+                    window.clear()
+                    avg = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+                    dt = time.time() - t_log
+                    avg["images_per_s"] = steps_timed * run.batch / max(dt, 1e-9)
+                    t_log, steps_timed = time.time(), 0
+                    writer.write(step, "train", avg)
+                    pbar.set_postfix(loss=f"{avg['loss']:.3f}", lr=f"{avg['lr']:.3g}",
+                                     img_s=f"{avg['images_per_s']:.0f}")
+                if step % run.every == 0 or step == run.total_steps:
+                    save(step)
+                if run.eval_every and step % run.eval_every == 0 and step != run.total_steps:
+                    do_eval(step)
+                if sigterm.flag:
+                    if last_saved != step:
+                        save(step)
+                    run.ckpt.close()
+                    if run.is_main:
+                        print(f"SIGTERM: saved a checkpoint at step {step} in "
+                              f"{run.ckpt.directory}; rerun the same command to resume")
+                    return {"step": step, "interrupted": True, "losses": losses_seen}
+            if pbar is not None:
+                pbar.close()
+            check_finite()
+            if last_saved != step:
+                save(step)
+            return do_eval(step)
+
+    try:
+        result = _loop()
+    finally:  # also on errors / KeyboardInterrupt: finish in-flight async saves
+        run.ckpt.close()
+        writer.close()
+        if pbar is not None:
+            pbar.close()
+    if result.get("interrupted"):
+        return result
+    result.update(step=step, train_time_s=time.time() - t_start, losses=losses_seen)
+    if run.is_main:
+        print(f"final (step {step}): {_fmt(result)}")
+        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+            json.dump({k: v for k, v in result.items() if k != "losses"}, f, indent=2)
+        if config.train.plot:
+            plot_curves(workdir, title=f"{run.spec.name} ({config.data.name})")
+    return result
+
+
+def evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
+    """Evaluate the latest checkpoint in workdir (raw and EMA weights)."""
+    run = _Run(config, workdir, data, for_eval=True, spec=spec)
+    if run.latest is None:
+        raise FileNotFoundError(f"no checkpoint in {run.ckpt.directory}; train first "
+                                "(--mode train) or point --workdir at a training run")
+    run.build()
+    state = run.par.put_state(run.host_state)
+    res = run.evaluate(state)
+    run.ckpt.close()
+    if run.is_main:
+        print(f"checkpoint step {run.latest}: eval {_fmt(res)}")
+        with open(os.path.join(workdir, "eval_results.json"), "w") as f:
+            json.dump(dict(res, step=run.latest), f, indent=2)
+    return dict(res, step=run.latest)

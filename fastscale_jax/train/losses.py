@@ -1,0 +1,39 @@
+"""Classification losses on (possibly mixed) soft targets.
+
+'ce':  softmax cross-entropy; label smoothing mixes the target with the uniform distribution.
+'bce': per-class sigmoid binary cross-entropy, averaged over batch and classes as timm's
+       BinaryCrossEntropy does (ResNet strikes back, Wightman et al. 2021); optional target
+       threshold (targets > thresh -> 1, else 0) and smoothing (off = s / K, on = 1 - s + s / K).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+LOSSES = ("ce", "bce")
+
+
+def validate(name: str) -> None:
+    if name not in LOSSES:
+        raise ValueError(f"unknown train.loss={name!r}; valid: {', '.join(LOSSES)}")
+
+
+def smooth(targets, smoothing: float):
+    if not smoothing:
+        return targets
+    k = targets.shape[-1]
+    return targets * (1.0 - smoothing) + smoothing / k
+
+
+def loss_fn(name: str, logits, targets, *, label_smoothing: float = 0.0,
+            bce_target_thresh=None):
+    """Mean loss of f32 `logits` [B, K] against soft `targets` [B, K] (rows sum to 1)."""
+    validate(name)
+    logits = logits.astype(jnp.float32)
+    if name == "ce":
+        return jnp.mean(optax.softmax_cross_entropy(logits, smooth(targets, label_smoothing)))
+    if bce_target_thresh is not None:
+        targets = (targets > bce_target_thresh).astype(jnp.float32)
+    targets = smooth(targets, label_smoothing)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))

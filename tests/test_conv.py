@@ -1,0 +1,174 @@
+"""fastscale_jax.ops.conv: every implementation equals lax.conv_general_dilated (values and
+gradients wrt input and kernel), 'auto' picks the fast CPU formulations, bad impls raise."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from fastscale_jax.ops import conv as fconv
+
+IMPLS = [i for i in fconv.IMPLS if i != "auto"]
+
+
+def reference(x, w, stride, groups):
+    p = (w.shape[0] - 1) // 2
+    return lax.conv_general_dilated(x, w, (stride, stride), [(p, p), (p, p)],
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=groups,
+                                    precision=lax.Precision.HIGHEST)
+
+
+def value_and_grads(conv, x, w, dy):
+    y, vjp = jax.vjp(conv, x, w)
+    return (y,) + tuple(vjp(dy))
+
+
+# (N, H, W, Cin, Cout, k, stride, groups): depthwise, group widths 1, 2, 4, 8, 16, dense,
+# kernels 1/3/5, strides 1/2, odd and even sizes, channel multipliers (Cout != Cin).
+CASES = [
+    (2, 7, 6, 8, 8, 3, 1, 8),      # depthwise, odd x even
+    (2, 8, 8, 8, 8, 3, 2, 8),      # depthwise stride 2, even (where TF 'SAME' differs)
+    (1, 9, 9, 6, 6, 5, 2, 6),      # depthwise 5x5 stride 2, odd
+    (2, 6, 6, 8, 16, 3, 1, 8),     # group width 1 in, 2 out (channel multiplier)
+    (2, 7, 7, 8, 8, 3, 2, 4),      # group width 2
+    (2, 6, 6, 16, 16, 3, 1, 4),    # group width 4
+    (2, 7, 8, 16, 24, 3, 2, 2),    # group width 8 in, 12 out
+    (1, 6, 6, 32, 32, 3, 1, 2),    # group width 16 (shift: loop over taps)
+    (2, 5, 6, 16, 8, 1, 1, 2),     # 1x1 grouped
+    (2, 6, 7, 8, 12, 1, 1, 1),     # 1x1 dense
+    (2, 8, 8, 8, 12, 1, 2, 1),     # 1x1 dense stride 2 (projection shortcut)
+    (2, 7, 6, 8, 12, 3, 1, 1),     # dense
+    (2, 8, 8, 3, 8, 3, 2, 1),      # dense stride 2, 3 input channels (stem)
+    (1, 5, 4, 4, 8, 5, 2, 2),      # grouped 5x5 stride 2, map about the kernel's size
+    (1, 1, 1, 8, 4, 1, 1, 1),      # 1x1 spatial (SE)
+]
+
+
+def _data(case, dtype, seed=0):
+    n, h, w, cin, cout, k, s, g = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, cin), np.float32)
+    wt = rng.standard_normal((k, k, cin // g, cout), np.float32)
+    dy = rng.standard_normal((n, (h - 1) // s + 1, (w - 1) // s + 1, cout), np.float32)
+    return tuple(jnp.asarray(a, dtype) for a in (x, wt, dy))
+
+
+@functools.lru_cache(maxsize=None)
+def _expected(case, dtype_name, seed):
+    """lax's value and gradients (in float32, HIGHEST precision), one jit per case."""
+    *_, s, g = case
+    x, w, dy = (a.astype(jnp.float32) for a in _data(case, jnp.dtype(dtype_name), seed))
+    out = jax.jit(lambda a, b, d: value_and_grads(lambda a_, b_: reference(a_, b_, s, g), a, b, d))
+    return [np.asarray(o) for o in out(x, w, dy)]
+
+
+def _close(got, want, rtol):
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    assert got.shape == want.shape
+    scale = max(float(np.abs(want).max()), 1e-6)
+    np.testing.assert_allclose(got / scale, want / scale, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "n{}_{}x{}_c{}-{}_k{}_s{}_g{}".format(*c))
+def test_matches_lax_f32(case, impl):
+    _, _, _, _, _, _, s, g = case
+    x, w, dy = _data(case, jnp.float32)
+    want = _expected(case, "float32", 0)
+    conv = jax.jit(lambda a, b, d: value_and_grads(
+        lambda a_, b_: fconv.conv2d(a_, b_, stride=s, groups=g, impl=impl), a, b, d))
+    got = conv(x, w, dy)
+    for name, gv, wv in zip(("y", "dx", "dw"), got, want):
+        assert gv.dtype == jnp.float32, name
+        _close(gv, wv, 1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", [(2, 8, 8, 8, 8, 3, 2, 8), (2, 7, 8, 16, 24, 3, 2, 2),
+                                  (2, 8, 8, 3, 8, 3, 2, 1)], ids=["dw", "grouped", "dense"])
+def test_matches_lax_bf16(case, impl):
+    _, _, _, _, _, _, s, g = case
+    x, w, dy = _data(case, jnp.bfloat16, seed=1)
+    want = _expected(case, "bfloat16", 1)
+    got = jax.jit(lambda a, b, d: value_and_grads(
+        lambda a_, b_: fconv.conv2d(a_, b_, stride=s, groups=g, impl=impl), a, b, d))(x, w, dy)
+    for name, gv, wv in zip(("y", "dx", "dw"), got, want):
+        assert gv.dtype == jnp.bfloat16, name
+        _close(gv, wv, 3e-2)
+
+
+def test_grad_through_jit_and_vmap():
+    x, w, _ = _data((2, 7, 7, 8, 8, 3, 2, 4), jnp.float32)
+
+    def loss(conv):
+        return jax.jit(jax.grad(lambda a, b: jnp.sum(conv(a, b) ** 2), argnums=(0, 1)))
+
+    want = loss(lambda a, b: reference(a, b, 2, 4))(x, w)
+    for impl in IMPLS:
+        conv = lambda a, b: fconv.conv2d(a, b, stride=2, groups=4, impl=impl)  # noqa: E731
+        for got, exp in zip(loss(conv)(x, w), want):
+            _close(got, exp, 1e-5)
+        ys = jax.jit(jax.vmap(lambda a: conv(a, w)))(x[:, None])
+        _close(ys[:, 0], reference(x, w, 2, 4), 1e-5)
+
+
+def test_auto_on_cpu_picks_fast_formulations():
+    if jax.default_backend() != "cpu":
+        pytest.skip("CPU-only choice")
+    x = jnp.zeros((1, 8, 8, 64))
+    dw, grouped, dense = jnp.zeros((3, 3, 1, 64)), jnp.zeros((3, 3, 8, 64)), jnp.zeros((3, 3, 64, 64))
+    assert fconv.resolve_impl("auto", x, dw, 64) == "shift"
+    assert fconv.resolve_impl("auto", x, grouped, 8) not in ("lax", "auto")
+    assert fconv.resolve_impl("auto", x, jnp.zeros((3, 3, 16, 64)), 4) not in ("lax", "auto")
+    assert fconv.resolve_impl("auto", x, dense, 1) in fconv.IMPLS
+    assert fconv.resolve_impl("lax", x, dw, 64) == "lax"
+
+
+def test_default_override_and_env(monkeypatch):
+    x, dw = jnp.zeros((1, 8, 8, 64)), jnp.zeros((3, 3, 1, 64))
+    monkeypatch.setenv(fconv.ENV_VAR, "lax")
+    assert fconv.resolve_impl("auto", x, dw, 64) == "lax"
+    assert fconv.resolve_impl("group_scan", x, dw, 64) == "group_scan"  # explicit wins
+    with fconv.default_impl("group_scan"):
+        assert fconv.resolve_impl("auto", x, dw, 64) == "group_scan"
+    assert fconv.resolve_impl("auto", x, dw, 64) == "lax"
+    fconv.set_default_impl("shift")
+    try:
+        assert fconv.get_default_impl() == "shift"
+        assert fconv.resolve_impl("auto", x, dw, 64) == "shift"
+    finally:
+        fconv.set_default_impl(None)
+    monkeypatch.setenv(fconv.ENV_VAR, "nope")
+    with pytest.raises(ValueError, match="FASTSCALE_CONV_IMPL"):
+        fconv.resolve_impl("auto", x, dw, 64)
+
+
+def test_invalid_arguments_raise():
+    x, w = jnp.zeros((1, 8, 8, 8)), jnp.zeros((3, 3, 8, 8))
+    with pytest.raises(ValueError, match="valid: auto, lax, shift, group_scan"):
+        fconv.conv2d(x, w, impl="cudnn")
+    with pytest.raises(ValueError):
+        fconv.set_default_impl("fast")
+    with pytest.raises(ValueError, match="odd square"):
+        fconv.conv2d(x, jnp.zeros((2, 2, 8, 8)))
+    with pytest.raises(ValueError, match="groups"):
+        fconv.conv2d(x, jnp.zeros((3, 3, 2, 8)), groups=3)
+
+
+def test_parameter_layout_independent_of_impl():
+    """A Flax Conv has the same kernel shape whatever its conv_impl, and the same outputs."""
+    pytest.importorskip("flax")
+    from fastscale_jax.models.layers import Conv
+
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 8, 8, 16), np.float32))
+    shapes = {jax.eval_shape(Conv(16, 3, 2, groups=4, conv_impl=impl).init, jax.random.PRNGKey(0),
+                             x)["params"]["kernel"].shape for impl in fconv.IMPLS}
+    assert shapes == {(3, 3, 4, 16)}
+    v = jax.jit(Conv(16, 3, 2, groups=4, conv_impl="lax").init)(jax.random.PRNGKey(0), x)
+    outs = [jax.jit(Conv(16, 3, 2, groups=4, conv_impl=impl).apply)(v, x)
+            for impl in ("lax", "auto")]
+    _close(outs[1], outs[0], 1e-5)

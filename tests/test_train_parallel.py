@@ -1,0 +1,72 @@
+"""Data parallelism in subprocesses (the device count is fixed when jax starts):
+pmap and jit(shard_map) agree on 8 fake CPU devices; a 2-process CPU run (jax.distributed,
+gloo collectives) completes and both processes agree."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+WORKER = str(HERE / "_train_parallel_worker.py")
+
+
+def _env(devices):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        f" --xla_force_host_platform_device_count={devices}").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_pmap_equals_shard_map_on_8_devices(tmp_path):
+    out = tmp_path / "out.json"
+    p = subprocess.run([sys.executable, WORKER, "equal", str(out)], env=_env(8),
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    pm, sm = r["results"]["pmap"], r["results"]["shard_map"]
+    assert len(pm["losses"]) == 3
+    for a, b in zip(pm["losses"], sm["losses"]):
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (pm["losses"], sm["losses"])
+    assert r["max_param_diff"] < 1e-5, r["max_param_diff"]
+    assert pm["count"] == sm["count"] == 21
+    assert abs(pm["top1"] - sm["top1"]) < 1e-6
+    assert "not divisible by the number of devices (8)" in r["bad_batch_error"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_cpu_run(tmp_path):
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, WORKER, "multihost", str(port), str(i),
+                               str(tmp_path / "run")], env=_env(2), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=600)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o[-4000:]
+    res = [json.loads(line[7:]) for o in outs for line in o.splitlines()
+           if line.startswith("RESULT ")]
+    assert len(res) == 2
+    assert all(r["process_count"] == 2 and r["devices"] == 4 for r in res)
+    assert res[0]["losses"] == res[1]["losses"] and len(res[0]["losses"]) == 4
+    assert res[0]["count"] == res[1]["count"] == 21
+    assert res[0]["top1"] == res[1]["top1"]
+    run = tmp_path / "run"
+    assert (run / "metrics.jsonl").exists()          # process 0 writes the logs
+    assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]

@@ -1,0 +1,105 @@
+"""Unit tests of the training pieces: optimizers, schedules, losses, mixup/cutmix (no model)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fastscale_jax.config import base_config
+from fastscale_jax.train import losses, mixing, optim
+
+
+def _params():
+    return {"conv": {"kernel": jnp.ones((3, 3, 4, 8))}, "bn": {"scale": jnp.ones((8,)),
+            "bias": jnp.zeros((8,))}, "fc": {"kernel": jnp.ones((8, 10)), "bias": jnp.ones((10,))}}
+
+
+def test_lr_rule_and_schedule():
+    o = base_config().optim
+    o.base_lr, o.base_batch_size = 0.8, 1024
+    assert optim.peak_lr(o, 256) == pytest.approx(0.2)
+    o.warmup_init_factor, o.min_lr_factor = 0.1, 0.0
+    sched = optim.make_schedule(o, lr=1.0, total_steps=100, warmup=10)
+    assert float(sched(0)) == pytest.approx(0.1)
+    assert float(sched(10)) == pytest.approx(1.0)
+    assert float(sched(55)) == pytest.approx(0.5, abs=1e-6)  # cosine midpoint
+    assert float(sched(100)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sched(5)) < float(sched(9))
+
+
+@pytest.mark.parametrize("field,value", [("name", "adam_typo"), ("schedule", "step"),
+                                         ("wd_mask", "none")])
+def test_unknown_names_raise(field, value):
+    o = base_config().optim
+    o[field] = value
+    with pytest.raises(ValueError, match=f"optim.{field}.*valid"):
+        optim.make_optimizer(o, 0.1)
+    with pytest.raises(ValueError, match="train.loss.*valid: ce, bce"):
+        losses.validate("softmax")
+
+
+def test_weight_decay_only_on_kernels():
+    o = base_config().optim
+    for name in ("sgd", "lamb", "adamw"):
+        o.name, o.weight_decay = name, 0.5
+        tx = optim.make_optimizer(o, 1.0)
+        p = _params()
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, p)
+        upd, _ = tx.update(zeros, tx.init(p), p)
+        # zero gradients: only decayed (kernel) params move
+        assert float(jnp.abs(upd["conv"]["kernel"]).max()) > 0, name
+        assert float(jnp.abs(upd["fc"]["kernel"]).max()) > 0, name
+        for k in ("bn", "fc"):
+            assert float(jnp.abs(upd[k]["bias"]).max()) == 0, (name, k)
+        assert float(jnp.abs(upd["bn"]["scale"]).max()) == 0, name
+    o.name, o.wd_mask = "sgd", "all"
+    tx = optim.make_optimizer(o, 1.0)
+    p = _params()
+    upd, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, p), tx.init(p), p)
+    assert float(jnp.abs(upd["bn"]["scale"]).max()) > 0
+
+
+def test_lamb_trust_ratio_masked():
+    o = base_config().optim
+    o.name, o.weight_decay = "lamb", 0.0
+    tx = optim.make_optimizer(o, 1.0)
+    p = {"w": {"kernel": 10 * jnp.ones((4, 4))}, "b": {"bias": 10 * jnp.ones((4,))}}
+    g = jax.tree_util.tree_map(jnp.ones_like, p)
+    upd, _ = tx.update(g, tx.init(p), p)
+    # Adam's first step is ~sign(g) = 1; the trust ratio rescales weights to ||p|| / ||u|| = 10
+    np.testing.assert_allclose(upd["w"]["kernel"], -10.0, rtol=1e-4)
+    np.testing.assert_allclose(upd["b"]["bias"], -1.0, rtol=1e-4)
+
+
+def test_losses():
+    logits = jnp.array([[2.0, 0.0, -1.0]])
+    t = jax.nn.one_hot(jnp.array([0]), 3)
+    ce = losses.loss_fn("ce", logits, t)
+    np.testing.assert_allclose(ce, -jax.nn.log_softmax(logits)[0, 0], rtol=1e-6)
+    ls = losses.loss_fn("ce", logits, t, label_smoothing=0.3)
+    st = t * 0.7 + 0.1
+    np.testing.assert_allclose(ls, -(st * jax.nn.log_softmax(logits)).sum(), rtol=1e-6)
+    bce = losses.loss_fn("bce", logits, t)
+    ref = -(t * jax.nn.log_sigmoid(logits) + (1 - t) * jax.nn.log_sigmoid(-logits)).mean()
+    np.testing.assert_allclose(bce, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mixup,cutmix", [(0.0, 0.0), (0.2, 0.0), (0.0, 1.0), (0.1, 1.0)])
+def test_mixing_targets(mixup, cutmix):
+    key = jax.random.PRNGKey(3)
+    x = jax.random.normal(key, (8, 16, 16, 3))
+    t = jax.nn.one_hot(jnp.arange(8) % 4, 4)
+    for i in range(4):
+        xm, tm = mixing.mix(jax.random.fold_in(key, i), x, t, mixup_alpha=mixup,
+                            cutmix_alpha=cutmix)
+        assert xm.shape == x.shape and tm.shape == t.shape
+        np.testing.assert_allclose(tm.sum(-1), 1.0, rtol=1e-6)
+        if mixup == 0 and cutmix == 0:
+            assert (xm == x).all() and (tm == t).all()
+        lam = float(tm[0, 0])  # sample 0 (class 0) is mixed with sample 7 (class 3)
+        if cutmix and not mixup:  # pixels from the partner cover exactly 1 - lam of the image
+            frac = float(jnp.mean(jnp.all(xm[0] == x[7], axis=-1)))
+            assert frac == pytest.approx(1 - lam, abs=1e-6)
+        if mixup and not cutmix:
+            np.testing.assert_allclose(xm[0], lam * x[0] + (1 - lam) * x[7], rtol=1e-5,
+                                       atol=1e-5)
