@@ -97,6 +97,23 @@ def test_loss_decreases_and_outputs(tmp_path):
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["12", "4", "8"]
 
 
+def test_bf16_compute_trains_with_float32_params(tmp_path):
+    c = make_config(num_train_steps=12)
+    c.optim.warmup_steps = 2
+    c.model.dtype = "bfloat16"
+    res = train_and_evaluate(c, str(tmp_path), data=SyntheticData(), spec=SPEC)
+    losses = res["losses"]
+    assert len(losses) == 12 and all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.1
+    # parameters (and so the optimizer state built from them) stay float32 in the checkpoint
+    import orbax.checkpoint as ocp
+    meta = ocp.StandardCheckpointer().metadata(str(tmp_path / "checkpoints" / "12" / "state"))
+    leaves = jax.tree_util.tree_leaves(getattr(meta, "item_metadata", meta) or {},
+                                       is_leaf=lambda x: hasattr(x, "dtype"))
+    dtypes = {str(x.dtype) for x in leaves if hasattr(x, "dtype")}
+    assert dtypes and "bfloat16" not in dtypes, dtypes
+
+
 def test_resume_after_crash_is_exact(tmp_path):
     c = make_config(num_train_steps=8)
     full = train_and_evaluate(c, str(tmp_path / "full"), data=SyntheticData(), spec=SPEC)
