@@ -55,6 +55,16 @@ def _pad(x, p):
     return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
 
 
+def _materialized(a):
+    """`a` computed once into a buffer before the per-tap reads.
+
+    Without the barrier XLA fuses a's producer (typically BN + SiLU of the previous layer,
+    exp included) into the multiply-add loop and recomputes it for each of the k*k (times
+    Cin/groups) reads: in a model that costs more than the convolution itself.
+    """
+    return lax.optimization_barrier(a)
+
+
 def _tap(xp, i, j, stride, ho, wo):
     """The input window that kernel tap (i, j) sees: xp[:, i::s, j::s] cropped to (ho, wo)."""
     n, _, _, c = xp.shape
@@ -121,7 +131,8 @@ def _shift_valid(xp, w, stride, groups, ho, wo, precision):
 def shift_forward(x, w, stride, groups, precision):
     k = w.shape[0]
     ho, wo = out_size(x.shape[1], stride), out_size(x.shape[2], stride)
-    return _shift_valid(_pad(x, (k - 1) // 2), w, stride, groups, ho, wo, precision).astype(x.dtype)
+    xp = _pad(_materialized(x), (k - 1) // 2)
+    return _shift_valid(xp, w, stride, groups, ho, wo, precision).astype(x.dtype)
 
 
 def _transposed_kernel(w, groups):
@@ -141,7 +152,7 @@ def shift_input_grad(x, w, dy, stride, groups, precision):
     hi_h = h + p - (ho - 1) * stride - 1
     hi_w = wd + p - (wo - 1) * stride - 1
     zero = jnp.zeros((), dy.dtype)
-    e = lax.pad(dy, zero, ((0, 0, 0), (k - 1 - p, hi_h, stride - 1), (k - 1 - p, hi_w, stride - 1),
+    e = lax.pad(_materialized(dy), zero, ((0, 0, 0), (k - 1 - p, hi_h, stride - 1), (k - 1 - p, hi_w, stride - 1),
                            (0, 0, 0)))
     dx = _shift_valid(e, _transposed_kernel(w, groups), 1, groups, h, wd, precision)
     return dx.astype(x.dtype)
