@@ -45,6 +45,10 @@ CASES = [
     (2, 8, 8, 3, 8, 3, 2, 1),      # dense stride 2, 3 input channels (stem)
     (1, 5, 4, 4, 8, 5, 2, 2),      # grouped 5x5 stride 2, map about the kernel's size
     (1, 1, 1, 8, 4, 1, 1, 1),      # 1x1 spatial (SE)
+    (1, 9, 8, 4, 4, 7, 2, 4),      # depthwise 7x7 stride 2: dx phases with taps past the kernel
+    (1, 8, 7, 8, 8, 3, 3, 4),      # stride 3: nine dx phases of unequal sizes
+    (1, 7, 7, 8, 12, 1, 2, 1),     # 1x1 dense stride 2, odd size (dx scattered, last row kept)
+    (1, 6, 5, 96, 96, 3, 2, 2),    # group width 48: shift loops over single taps
 ]
 
 
@@ -124,8 +128,13 @@ def test_auto_on_cpu_picks_fast_formulations():
     assert fconv.resolve_impl("auto", x, dw, 64) == "shift"
     assert fconv.resolve_impl("auto", x, grouped, 8) not in ("lax", "auto")
     assert fconv.resolve_impl("auto", x, jnp.zeros((3, 3, 16, 64)), 4) not in ("lax", "auto")
-    assert fconv.resolve_impl("auto", x, dense, 1) in fconv.IMPLS
+    assert fconv.resolve_impl("auto", x, dense, 1) not in ("auto",)
     assert fconv.resolve_impl("lax", x, dw, 64) == "lax"
+    # the documented per-shape policy (conv.cpu_choice)
+    assert fconv.cpu_choice(64, 64, 1, 1) == "shift"           # 1x1 dense: matmuls
+    assert fconv.cpu_choice(64, 64, 1, 3) == "group_scan"      # kxk dense: XLA conv
+    assert fconv.cpu_choice(64, 64, 16, 3) == "shift"          # group width 4
+    assert fconv.cpu_choice(64, 64, 8, 3) == "group_scan"      # group width 8
 
 
 def test_default_override_and_env(monkeypatch):

@@ -6,9 +6,9 @@
 Implementations (`impl`):
   'lax'         lax.conv_general_dilated, differentiated by JAX. The fast choice on GPU/TPU.
   'shift'       k*k shifted slices times the kernel taps (see conv_cpu.py), with a custom VJP.
-                Fastest on XLA:CPU for depthwise and small group widths.
+                Fastest on XLA:CPU for depthwise, narrow-group and 1x1 convolutions.
   'group_scan'  group-major scan of dense XLA convs, with a custom VJP. On CPU the fastest
-                for wider groups, and for dense convs in training (fast kernel gradient).
+                for wider groups, and for dense kxk convs (fast kernel gradient).
   'auto'        the global default if one is set (set_default_impl, the `default_impl`
                 context manager, or the environment variable FASTSCALE_CONV_IMPL), else per
                 backend: 'lax' on GPU/TPU; on CPU the formulation measured fastest for the
@@ -88,23 +88,23 @@ def shape_class(cin: int, cout: int, groups: int) -> str:
     return "grouped"
 
 
-def cpu_choice(cin: int, cout: int, groups: int, kernel: int) -> str:
-    """The formulation measured fastest on XLA:CPU (forward and forward+backward) per class.
+# Widest group (Cin/groups) for which 'shift' beats per-group dense convs on XLA:CPU.
+SHIFT_MAX_GROUP_WIDTH = 4
 
-    Measured on a 2-core CPU with jax 0.10.2 (benchmarks/conv_cpu.py):
-      depthwise            -> 'shift'       (k*k fused multiply-adds; lax is 10-50x slower)
-      grouped, Cin/g <= 8  -> 'shift'       (broadcast multiply-adds beat per-group convs)
-      grouped, Cin/g > 8   -> 'group_scan'  (per-group dense convs; lax is 3-20x slower)
-      dense                -> 'group_scan'  (= XLA's conv forward; its own kernel gradient
-                                             is several times slower than per-tap matmuls)
+
+def cpu_choice(cin: int, cout: int, groups: int, kernel: int) -> str:
+    """The formulation measured fastest on XLA:CPU for a conv shape (numbers: RESULTS.md).
+
+      dense 1x1                  -> 'shift'       one matmul forward, input and kernel grads
+      dense kxk                  -> 'group_scan'  XLA's conv forward and input gradient, the
+                                                  kernel gradient as per-tap matmuls
+      depthwise, Cin/g <= 4      -> 'shift'       shifted multiply-adds
+      grouped, Cin/g > 4         -> 'group_scan'  a scan over groups of dense convs
     """
-    del kernel
-    cls = shape_class(cin, cout, groups)
-    if cls == "depthwise":
-        return "shift"
-    if cls == "grouped":
-        return "shift" if cin // groups <= 8 else "group_scan"
-    return "group_scan"
+    del cout
+    if groups == 1:
+        return "shift" if kernel == 1 else "group_scan"
+    return "shift" if cin // groups <= SHIFT_MAX_GROUP_WIDTH else "group_scan"
 
 
 def _backend(x) -> str:
