@@ -49,6 +49,7 @@ CASES = [
     (1, 8, 7, 8, 8, 3, 3, 4),      # stride 3: nine dx phases of unequal sizes
     (1, 7, 7, 8, 12, 1, 2, 1),     # 1x1 dense stride 2, odd size (dx scattered, last row kept)
     (1, 6, 5, 96, 96, 3, 2, 2),    # group width 48: shift loops over single taps
+    (1, 7, 6, 8, 8, 1, 2, 4),      # 1x1 grouped stride 2: dx phases no tap reaches
 ]
 
 

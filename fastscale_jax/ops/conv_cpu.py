@@ -70,7 +70,7 @@ def _tap(xp, i, j, stride, ho, wo):
 
 
 def _dynamic_tap(xp, t, k, stride, ho, wo):
-    """_tap for a traced tap index t = i * k + j (inside a loop over taps)."""
+    """_tap for a traced tap index t = i * k + j (inside a loop over taps; k = kernel width)."""
     n, _, _, c = xp.shape
     win = lax.dynamic_slice(xp, (0, t // k, t % k, 0),
                             (n, (ho - 1) * stride + 1, (wo - 1) * stride + 1, c))
@@ -134,10 +134,7 @@ def _shift_valid(xp, w, stride, groups, ho, wo, precision):
         wt_all = wg.reshape(kh * kw, ci, groups, co)
 
         def body(t, out):
-            tap = lax.dynamic_slice(xp, (0, t // kw, t % kw, 0),
-                                    (n, (ho - 1) * stride + 1, (wo - 1) * stride + 1, cin))
-            if stride > 1:
-                tap = tap[:, ::stride, ::stride]
+            tap = _dynamic_tap(xp, t, kw, stride, ho, wo)
             return tap_terms(tap.reshape(n, ho, wo, groups, ci), wt_all[t], out)
 
         out = lax.fori_loop(0, kh * kw, body, zeros)
@@ -160,21 +157,20 @@ def _transposed_kernel(w, groups):
 
 
 def _phase_taps(k, stride, p):
-    """Per output phase a (input index = q * stride + a), the kernel taps reaching it, for the
-    sub-pixel decomposition of a strided conv's input gradient.
+    """The sub-pixel decomposition of a strided conv's input gradient, per phase a (input
+    rows q * stride + a): (R, [(start_a, taps_a)]).
 
-    Input row q * s + a receives dy[q + c_a - r] * w[t0_a + s * r] for r = 0..R-1 (taps past
-    k are zero), c_a = (a + p) // s, t0_a = (a + p) % s, R = ceil(k / s). Returns (R, [c_a],
-    [[t0_a + s * (R-1-i) for i < R, or -1 past the kernel]]): the taps of a valid correlation
-    over dy that starts at row c_a of dy padded by R-1.
+    Row q * s + a receives dy[q + c_a - r] * w[t0_a + s * r] for the taps t0_a + s * r < k,
+    with c_a = (a + p) // s, t0_a = (a + p) % s. As a valid correlation over dy padded by
+    R - 1 = ceil(k / s) - 1 in front, that is the window starting at row start_a with the
+    taps listed last-first (taps_a).
     """
     r_max = -(-k // stride)
-    offsets, taps = [], []
+    phases = []
     for a in range(stride):
-        t0 = (a + p) % stride
-        offsets.append((a + p) // stride)
-        taps.append([t if (t := t0 + stride * (r_max - 1 - r)) < k else -1 for r in range(r_max)])
-    return r_max, offsets, taps
+        taps = list(range((a + p) % stride, k, stride))[::-1]
+        phases.append(((a + p) // stride + r_max - len(taps), taps))
+    return r_max, phases
 
 
 def shift_input_grad(x, w, dy, stride, groups, precision):
@@ -182,9 +178,9 @@ def shift_input_grad(x, w, dy, stride, groups, precision):
 
     Stride 1: the valid conv of the padded dy with the transposed kernel. Stride s > 1:
     sub-pixel decomposition: each of the s*s phases of dx (rows q*s + a, columns q*s + b)
-    is a stride-1 valid conv of dy with the ceil(k/s)^2 taps that reach it, so no work is
-    spent on the zeros of a dilated dy (4x less for k=3, s=2). The phases are interleaved
-    at the end.
+    is a stride-1 valid conv of dy with the taps that reach it (ceil(k/s)^2 at most), so no
+    work is spent on the zeros of a dilated dy (4x less for k=3, s=2). The phases are
+    interleaved at the end.
     """
     k = w.shape[0]
     p = (k - 1) // 2
@@ -197,21 +193,21 @@ def shift_input_grad(x, w, dy, stride, groups, precision):
                                (0, 0, 0)))
         return _shift_valid(e, wt, 1, groups, h, wd, precision).astype(x.dtype)
     s = stride
-    r, offs, taps = _phase_taps(k, s, p)
+    r, phase_taps = _phase_taps(k, s, p)
     qh, qw = -(-h // s), -(-wd // s)
-    # The channel-swapped kernel, un-flipped; phase a's taps are taps[a] without the -1s.
-    wu = wt[::-1, ::-1]
-    hi_h = max(0, qh + max(offs) - ho)
-    hi_w = max(0, qw + max(offs) - wo)
-    e = lax.pad(dy, zero, ((0, 0, 0), (r - 1, hi_h, 0), (r - 1, hi_w, 0), (0, 0, 0)))
+    wu = wt[::-1, ::-1]                                   # channel-swapped, un-flipped taps
+    # dy padded by r - 1 in front and behind up to the furthest phase window: a window over
+    # q rows reads e rows start .. start + len(taps) - 1 + q - 1.
+    span = max(start + len(taps) for start, taps in phase_taps) - 1
+    e = lax.pad(dy, zero, ((0, 0, 0), (r - 1, max(0, qh + span - (ho + r - 1)), 0),
+                           (r - 1, max(0, qw + span - (wo + r - 1)), 0), (0, 0, 0)))
     phases = []
-    for a in range(s):
-        ta = [t for t in taps[a] if t >= 0]
+    for i0, ta in phase_taps:
         row = []
-        for b in range(s):
-            tb = [t for t in taps[b] if t >= 0]
-            # taps[.] lists the -1s first, so dropping them shifts the window start
-            i0, j0 = offs[a] + len(taps[a]) - len(ta), offs[b] + len(taps[b]) - len(tb)
+        for j0, tb in phase_taps:
+            if not ta or not tb:  # stride > kernel: no tap reaches this phase
+                row.append(jnp.zeros((n, qh, qw, x.shape[3]), _acc_dtype(x.dtype)))
+                continue
             win = e[:, i0:i0 + qh + len(ta) - 1, j0:j0 + qw + len(tb) - 1]
             wk = wu[jnp.asarray(ta)][:, jnp.asarray(tb)]
             row.append(_shift_valid(win, wk, 1, groups, qh, qw, precision))
@@ -349,10 +345,14 @@ def group_scan_input_grad(x, w, dy, stride, groups, precision):
 _DENSE_DX_MIN_WIDTH = 8
 
 
+def _dense_1x1(w, groups):
+    return groups == 1 and w.shape[0] == 1
+
+
 def shift_input_grad_auto(x, w, dy, stride, groups, precision):
     """The `shift` formulation's dx: a matmul for dense 1x1 convs, shifted multiply-adds for
     depthwise and narrow groups, else per-group dense transposed convolutions."""
-    if groups == 1 and w.shape[0] == 1:
+    if _dense_1x1(w, groups):
         return matmul_input_grad(x, w, dy, stride, groups, precision)
     if min(w.shape[2], w.shape[3] // groups) >= _DENSE_DX_MIN_WIDTH:
         return group_scan_input_grad(x, w, dy, stride, groups, precision)
@@ -361,7 +361,7 @@ def shift_input_grad_auto(x, w, dy, stride, groups, precision):
 
 def shift_kernel_grad(x, w, dy, stride, groups, precision):
     """The `shift` formulation's dw: one matmul for dense 1x1 convs, else `kernel_grad`."""
-    if groups == 1 and w.shape[0] == 1:
+    if _dense_1x1(w, groups):
         return matmul_kernel_grad(x, w, dy, stride, groups, precision)
     return kernel_grad(x, w, dy, stride, groups, precision)
 
