@@ -50,34 +50,37 @@ def make_config(**train):
     return c
 
 
-class CrashingData(SyntheticData):
-    """Raises (like a killed process) after `crash_after` training batches in total."""
-
-    def __init__(self, crash_after, **kw):
-        super().__init__(**kw)
-        self.crash_after, self.served = crash_after, 0
-
-    def train_iterator(self, *a, **kw):
-        for batch in super().train_iterator(*a, **kw):
-            if self.served == self.crash_after:
-                raise RuntimeError("simulated crash")
-            self.served += 1
-            yield batch
-
-
-class SigtermData(SyntheticData):
-    """Sends this process SIGTERM while serving training batch number `at` (0-based)."""
+class TriggerData(SyntheticData):
+    """Calls `fire()` when about to serve training batch number `at` (0-based, counted over
+    every train iterator it hands out)."""
 
     def __init__(self, at, **kw):
         super().__init__(**kw)
         self.at, self.served = at, 0
 
+    def fire(self):
+        raise NotImplementedError
+
     def train_iterator(self, *a, **kw):
         for batch in super().train_iterator(*a, **kw):
             if self.served == self.at:
-                os.kill(os.getpid(), signal.SIGTERM)
+                self.fire()
             self.served += 1
             yield batch
+
+
+class CrashingData(TriggerData):
+    """Raises (like a killed process) instead of serving training batch number `at`."""
+
+    def fire(self):
+        raise RuntimeError("simulated crash")
+
+
+class SigtermData(TriggerData):
+    """Sends this process SIGTERM while serving training batch number `at`."""
+
+    def fire(self):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def test_loss_decreases_and_outputs(tmp_path):
