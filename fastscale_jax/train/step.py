@@ -185,11 +185,9 @@ class Parallel:
         return jax.tree_util.tree_map(put, batch)
 
     def get_metrics(self, metrics):
-        """Replicated metrics -> host floats."""
-        if self.mode == "pmap":
-            return {k: float(np.asarray(v.addressable_data(0)).reshape(())) for k, v in
-                    metrics.items()}
-        return {k: float(np.asarray(v.addressable_data(0))) for k, v in metrics.items()}
+        """Replicated metrics -> host floats (a pmap shard is shape (1,), a shard_map one ())."""
+        return {k: float(np.asarray(v.addressable_data(0)).reshape(())) for k, v in
+                metrics.items()}
 
     def first(self, x):
         """A replicated scalar metric as a device-0 value (cheap: no host transfer yet)."""
