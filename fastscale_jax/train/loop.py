@@ -33,7 +33,7 @@ import numpy as np
 from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import losses, optim
 from fastscale_jax.train.distributed import maybe_initialize
-from fastscale_jax.train.step import PARALLEL_MODES
+from fastscale_jax.train.step import validate_parallel
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
@@ -59,9 +59,7 @@ class _Run:
         # names first: a typo must fail before any data or compile work
         optim.validate(ocfg)
         losses.validate(tcfg.loss)
-        if config.parallel not in PARALLEL_MODES:
-            raise ValueError(f"unknown parallel={config.parallel!r}; valid: "
-                             f"{', '.join(PARALLEL_MODES)}")
+        validate_parallel(config.parallel)
         if data is None:
             from fastscale_jax.data import pipeline as data
         self.data = data

@@ -34,6 +34,12 @@ AXIS = "batch"
 PARALLEL_MODES = ("pmap", "shard_map")
 
 
+def validate_parallel(mode: str) -> None:
+    """Raise a ValueError naming the valid choices if `mode` is not a parallel mode."""
+    if mode not in PARALLEL_MODES:
+        raise ValueError(f"unknown parallel={mode!r}; valid: {', '.join(PARALLEL_MODES)}")
+
+
 def _ema_decay(step, decay: float, warmup: bool):
     d = jnp.asarray(decay, jnp.float32)
     if warmup:
@@ -127,8 +133,7 @@ class Parallel:
     """Runs step bodies data-parallel ('pmap' or 'shard_map') and moves state/batches."""
 
     def __init__(self, mode: str):
-        if mode not in PARALLEL_MODES:
-            raise ValueError(f"unknown parallel={mode!r}; valid: {', '.join(PARALLEL_MODES)}")
+        validate_parallel(mode)
         self.mode = mode
         self.local_devices = jax.local_devices()
         # pmap inputs: a leading axis over this process's devices
