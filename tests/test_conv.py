@@ -10,6 +10,7 @@ import pytest
 from jax import lax
 
 from fastscale_jax.ops import conv as fconv
+from fastscale_jax.ops import onednn
 
 IMPLS = [i for i in fconv.IMPLS if i != "auto"]
 
@@ -126,7 +127,8 @@ def test_auto_on_cpu_picks_fast_formulations():
         pytest.skip("CPU-only choice")
     x = jnp.zeros((1, 8, 8, 64))
     dw, grouped, dense = jnp.zeros((3, 3, 1, 64)), jnp.zeros((3, 3, 8, 64)), jnp.zeros((3, 3, 64, 64))
-    assert fconv.resolve_impl("auto", x, dw, 64) == "shift"
+    fast = "onednn" if onednn.available() else "shift"
+    assert fconv.resolve_impl("auto", x, dw, 64) == fast
     assert fconv.resolve_impl("auto", x, grouped, 8) not in ("lax", "auto")
     assert fconv.resolve_impl("auto", x, jnp.zeros((3, 3, 16, 64)), 4) not in ("lax", "auto")
     assert fconv.resolve_impl("auto", x, dense, 1) not in ("auto",)
@@ -136,6 +138,79 @@ def test_auto_on_cpu_picks_fast_formulations():
     assert fconv.cpu_choice(64, 64, 1, 3) == "group_scan"      # kxk dense: XLA conv
     assert fconv.cpu_choice(64, 64, 16, 3) == "shift"          # group width 4
     assert fconv.cpu_choice(64, 64, 8, 3) == "group_scan"      # group width 8
+
+
+def test_onednn_is_available_where_it_is_a_dependency():
+    """On Linux x86_64 oneDNN comes with the package; if it does not load, say why."""
+    import platform
+    if not (platform.system() == "Linux" and platform.machine() == "x86_64"):
+        pytest.skip("oneDNN is a dependency on Linux x86_64 only")
+    ok, why = onednn.status()
+    assert ok, why
+
+
+def test_auto_uses_onednn_for_float32_kxk_convs_only():
+    if jax.default_backend() != "cpu" or not onednn.available():
+        pytest.skip("needs the CPU backend with oneDNN")
+    x = jnp.zeros((1, 8, 8, 64))
+    assert fconv.resolve_impl("auto", x, jnp.zeros((3, 3, 8, 64)), 8) == "onednn"
+    assert fconv.resolve_impl("auto", x, jnp.zeros((5, 5, 64, 64)), 1, 2) == "onednn"
+    assert fconv.resolve_impl("auto", x, jnp.zeros((1, 1, 64, 64)), 1) == "shift"  # matmul
+    x16 = x.astype(jnp.bfloat16)
+    assert fconv.resolve_impl("auto", x16, jnp.zeros((3, 3, 8, 64), jnp.bfloat16), 8) == "group_scan"
+    # forced 'onednn' on a conv it does not handle (1x1 stride 2 on an even size leaves
+    # -1 right padding): the XLA formulation runs instead
+    assert not onednn.supports(8, 8, 1, 2, jnp.float32)
+    assert fconv.resolve_impl("onednn", x, jnp.zeros((1, 1, 64, 64)), 1, 2) == "shift"
+    assert fconv.resolve_impl("onednn", x, jnp.zeros((3, 3, 64, 64)), 1, 2) == "onednn"
+
+
+def test_onednn_independent_convs_in_one_step():
+    """XLA may run independent FFI calls at once (here forward, input and kernel gradients of
+    four convs, two of them the same shape); each call gets its own workspace."""
+    if jax.default_backend() != "cpu" or not onednn.available():
+        pytest.skip("needs the CPU backend with oneDNN")
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((4, 12, 12, 32), np.float32))
+    ws = [jnp.asarray(rng.standard_normal((3, 3, 32 // g, 32), np.float32)) for g in (4, 4, 8, 32)]
+    gs = (4, 4, 8, 32)
+
+    def loss(impl, x, ws):
+        return sum(jnp.sum(jnp.tanh(fconv.conv2d(x, w, stride=s, groups=g, impl=impl)))
+                   for w, g, s in zip(ws, gs, (1, 1, 2, 1)))
+
+    want = jax.jit(jax.grad(functools.partial(loss, "lax"), argnums=(0, 1)))(x, ws)
+    step = jax.jit(jax.grad(functools.partial(loss, "onednn"), argnums=(0, 1)))
+    for _ in range(3):
+        got = step(x, ws)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            _close(g, w, 1e-5)
+
+
+def test_onednn_unavailable_falls_back_or_explains(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("CPU-only choice")
+    monkeypatch.setattr(onednn, "status", lambda: (False, "no oneDNN here (test)"))
+    monkeypatch.setattr(fconv, "_warned_no_onednn", False)
+    x, w = jnp.zeros((1, 8, 8, 64)), jnp.zeros((3, 3, 8, 64))
+    with pytest.warns(RuntimeWarning, match=r"no oneDNN here \(test\)"):
+        assert fconv.resolve_impl("auto", x, w, 8) == "group_scan"
+    with pytest.raises(onednn.OnednnUnavailable, match=r"'onednn' is unavailable: no oneDNN here"):
+        fconv.conv2d(x, w, groups=8, impl="onednn")
+
+
+def test_onednn_missing_library_and_disable_messages(monkeypatch, tmp_path):
+    monkeypatch.setenv(onednn.ENV_ROOT, str(tmp_path))
+    with pytest.raises(onednn.OnednnUnavailable, match=f"no oneDNN 3.x found .*{tmp_path}"):
+        onednn.find_onednn()
+    (tmp_path / "include" / "oneapi" / "dnnl").mkdir(parents=True)
+    (tmp_path / "include" / "oneapi" / "dnnl" / "dnnl_version.h").write_text(
+        "#define DNNL_VERSION_MAJOR 2\n")
+    with pytest.raises(onednn.OnednnUnavailable, match="oneDNN 2.x; need 3.x"):
+        onednn.find_onednn()
+    monkeypatch.setenv(onednn.ENV_DISABLE, "0")
+    with pytest.raises(onednn.OnednnUnavailable, match="disabled by"):
+        onednn._load()
 
 
 def test_default_override_and_env(monkeypatch):

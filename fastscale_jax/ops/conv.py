@@ -8,11 +8,17 @@ Implementations (`impl`):
   'shift'       k*k shifted slices times the kernel taps (see conv_cpu.py), with a custom VJP.
                 Fastest on XLA:CPU for depthwise, narrow-group and 1x1 convolutions.
   'group_scan'  group-major scan of dense XLA convs, with a custom VJP. On CPU the fastest
-                for wider groups, and for dense kxk convs (fast kernel gradient).
+                XLA formulation for wider groups, and for dense kxk convs.
+  'onednn'      oneDNN's direct convolution kernels called through jax.ffi (see onednn.py),
+                with a custom VJP. CPU only; needs oneDNN 3.x (a dependency on Linux x86_64)
+                and a C++ compiler. The fastest on CPU for kxk convs. Convs it does not
+                handle (not float32, or a stride that leaves negative right padding, like a
+                1x1 stride-2 conv on an even size) run the XLA formulation `cpu_choice` picks.
   'auto'        the global default if one is set (set_default_impl, the `default_impl`
                 context manager, or the environment variable FASTSCALE_CONV_IMPL), else per
-                backend: 'lax' on GPU/TPU; on CPU the formulation measured fastest for the
-                shape class (see `cpu_choice`; numbers in benchmarks/conv_cpu.py).
+                backend: 'lax' on GPU/TPU; on CPU 'onednn' for float32 kxk convs where it is
+                available (`use_onednn`), else the XLA formulation measured fastest for the
+                shape class (`cpu_choice`; numbers in benchmarks/RESULTS.md).
 
 All implementations compute the same function (to float round-off) and take the same kernel
 layout, so parameters and checkpoints never depend on the implementation. The custom-VJP
@@ -26,14 +32,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 
 import jax
 from jax import lax
 
-from fastscale_jax.ops import conv_cpu
+from fastscale_jax.ops import conv_cpu, onednn
 
 ENV_VAR = "FASTSCALE_CONV_IMPL"
-FORMULATIONS = tuple(conv_cpu.FORMULATIONS)            # ('shift', 'group_scan')
+_FORMULATIONS = {**conv_cpu.FORMULATIONS, "onednn": onednn.FORMULATION}
+FORMULATIONS = tuple(_FORMULATIONS)                    # ('shift', 'group_scan', 'onednn')
 IMPLS = ("auto", "lax") + FORMULATIONS
 
 _default_impl: str | None = None  # set by set_default_impl / default_impl
@@ -114,16 +122,47 @@ def _backend(x) -> str:
         return jax.default_backend()
 
 
-def resolve_impl(impl: str, x, kernel, groups: int) -> str:
+_warned_no_onednn = False
+
+
+def use_onednn(x, kernel, stride: int = 1) -> bool:
+    """Whether 'auto' runs this CPU conv with oneDNN: a float32 kxk conv (k > 1; dense 1x1
+    convs are plain matmuls, which XLA runs as fast) that the shim supports, when oneDNN is
+    available. Warns once per process when it is not (unless disabled on purpose)."""
+    global _warned_no_onednn
+    k = kernel.shape[0]
+    if k == 1 or not onednn.supports(x.shape[1], x.shape[2], k, stride, x.dtype):
+        return False
+    ok, why = onednn.status()
+    if not ok and not _warned_no_onednn and os.environ.get(onednn.ENV_DISABLE) != "0":
+        _warned_no_onednn = True
+        warnings.warn(f"fastscale_jax: oneDNN convolutions unavailable, so CPU convs use "
+                      f"slower XLA formulations ({why}). ${onednn.ENV_DISABLE}=0 silences this.",
+                      RuntimeWarning, stacklevel=3)
+    return ok
+
+
+def resolve_impl(impl: str, x, kernel, groups: int, stride: int = 1) -> str:
     """The concrete implementation ('lax' or a formulation) that conv2d will run."""
     impl = _check(impl)
     if impl == "auto":
         impl = get_default_impl()
+    xla_choice = functools.partial(cpu_choice, x.shape[-1], kernel.shape[-1], groups,
+                                   kernel.shape[0])
+    if impl == "onednn":
+        if _backend(x) != "cpu":
+            raise ValueError(f"conv impl 'onednn' runs on CPU only, not {_backend(x)}; use "
+                             "impl='auto' (lax on GPU/TPU)")
+        onednn.require()
+        return "onednn" if onednn.supports(x.shape[1], x.shape[2], kernel.shape[0], stride,
+                                            x.dtype) else xla_choice()
     if impl != "auto":
         return impl
     if _backend(x) != "cpu":
         return "lax"
-    return cpu_choice(x.shape[-1], kernel.shape[-1], groups, kernel.shape[0])
+    if use_onednn(x, kernel, stride):
+        return "onednn"
+    return xla_choice()
 
 
 def _lax_conv(x, kernel, stride, groups, precision):
@@ -135,7 +174,7 @@ def _lax_conv(x, kernel, stride, groups, precision):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _custom_conv(x, kernel, stride, groups, impl, precision):
-    forward, _, _ = conv_cpu.FORMULATIONS[impl]
+    forward, _, _ = _FORMULATIONS[impl]
     return forward(x, kernel, stride, groups, precision)
 
 
@@ -145,7 +184,7 @@ def _custom_conv_fwd(x, kernel, stride, groups, impl, precision):
 
 def _custom_conv_bwd(stride, groups, impl, precision, residuals, dy):
     x, kernel = residuals
-    _, input_grad, kernel_grad = conv_cpu.FORMULATIONS[impl]
+    _, input_grad, kernel_grad = _FORMULATIONS[impl]
     return (input_grad(x, kernel, dy, stride, groups, precision),
             kernel_grad(x, kernel, dy, stride, groups, precision))
 
@@ -160,7 +199,7 @@ def conv2d(x, kernel, *, stride=1, groups=1, impl="auto", precision=None):
     (k - 1) // 2 on each side (not TF 'SAME', which differs for stride 2 on even sizes); odd
     square kernels; any positive int stride; output spatial size (H - 1) // stride + 1.
     Computes in x.dtype (low-precision inputs accumulate in float32) and returns x.dtype.
-    impl: 'auto' | 'lax' | 'shift' | 'group_scan' (see the module docstring).
+    impl: 'auto' | 'lax' | 'shift' | 'group_scan' | 'onednn' (see the module docstring).
     """
     kh, kw, ci, cout = kernel.shape
     cin = x.shape[-1]
@@ -175,7 +214,7 @@ def conv2d(x, kernel, *, stride=1, groups=1, impl="auto", precision=None):
         raise ValueError(f"stride must be a positive int, got {stride}")
     if kernel.dtype != x.dtype:
         kernel = kernel.astype(x.dtype)
-    impl = resolve_impl(impl, x, kernel, groups)
+    impl = resolve_impl(impl, x, kernel, groups, stride)
     if impl == "lax":
         return _lax_conv(x, kernel, stride, groups, precision)
     return _custom_conv(x, kernel, stride, groups, impl, precision)

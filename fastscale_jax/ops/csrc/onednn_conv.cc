@@ -1,0 +1,307 @@
+// XLA FFI handlers that run a 2-D convolution (NHWC activations, HWIO kernel, any group
+// count) with oneDNN on the CPU: forward, input gradient and kernel gradient.
+//
+// XLA:CPU emits grouped convolutions as slow loops; oneDNN has JIT-compiled direct kernels
+// for them (the ones PyTorch's CPU convolutions use). fastscale_jax/ops/onednn.py compiles
+// this file on first use and calls it through jax.ffi; conv.py's 'onednn' formulation.
+//
+// Padding is symmetric-left, (k - 1) / 2, with the right padding that makes the output
+// (H - 1) / stride + 1 (PyTorch/pycls convention); all buffers are float32, row-major.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <unordered_map>
+#include <map>
+#include <memory>
+#include <new>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+// One convolution problem: batch, input size, channels, kernel, stride, groups.
+struct Problem {
+  int64_t n, h, w, cin, cout, k, stride, groups;
+
+  int64_t ho() const { return (h - 1) / stride + 1; }
+  int64_t wo() const { return (w - 1) / stride + 1; }
+  int64_t pad_l() const { return (k - 1) / 2; }
+  int64_t pad_r(int64_t in, int64_t out) const { return (out - 1) * stride + k - in - pad_l(); }
+  std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t> key() const {
+    return {n, h, w, cin, cout, k, stride, groups};
+  }
+};
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+memory::desc ActivationMd(int64_t n, int64_t c, int64_t h, int64_t w, bool any) {
+  return memory::desc({n, c, h, w}, dt::f32, any ? tag::any : tag::nhwc);
+}
+
+// The HWIO kernel (I = Cin / groups, O = Cout) as oneDNN's (G, O/G, I, KH, KW) weights.
+memory::desc KernelMd(const Problem& p, bool any) {
+  const int64_t ig = p.cin / p.groups, og = p.cout / p.groups;
+  const int64_t skw = ig * p.cout, skh = p.k * skw;
+  if (p.groups == 1) {
+    memory::dims dims = {p.cout, ig, p.k, p.k};
+    return any ? memory::desc(dims, dt::f32, tag::any)
+               : memory::desc(dims, dt::f32, {1, p.cout, skh, skw});
+  }
+  memory::dims dims = {p.groups, og, ig, p.k, p.k};
+  return any ? memory::desc(dims, dt::f32, tag::any)
+             : memory::desc(dims, dt::f32, {og, 1, p.cout, skh, skw});
+}
+
+// Activation layout: our NHWC buffers used directly, or the layout oneDNN prefers (blocked
+// channels, e.g. nChw8c) with reorders in and out. Which is faster depends on the shape;
+// $FASTSCALE_ONEDNN_LAYOUT = nhwc | blocked | tune (default: time both on first use).
+enum class Layout { kNhwc, kBlocked, kTune };
+
+Layout LayoutSetting() {
+  static const Layout layout = [] {
+    const char* v = std::getenv("FASTSCALE_ONEDNN_LAYOUT");
+    std::string s = v == nullptr ? "" : v;
+    if (s == "nhwc") return Layout::kNhwc;
+    if (s == "blocked") return Layout::kBlocked;
+    return Layout::kTune;
+  }();
+  return layout;
+}
+
+enum class Op { kForward, kInputGrad, kKernelGrad };
+enum Arg { kX = 0, kKernel = 1, kY = 2 };
+
+// A primitive, and per argument (x, kernel, y: our buffers) the layout the primitive wants
+// and the reorder between ours and it (ours -> its for inputs, its -> ours for outputs).
+struct Entry {
+  dnnl::primitive conv;
+  int dnnl_arg[3];
+  bool is_output[3];
+  memory::desc ours[3], theirs[3];
+  bool reorder_needed[3];
+  dnnl::reorder reorder[3];
+  memory::desc reorder_scratchpad[3];
+  memory::desc scratchpad;
+};
+
+std::shared_ptr<Entry> Build(Op op, const Problem& p, bool any) {
+  auto e = std::make_shared<Entry>();
+  const int64_t ho = p.ho(), wo = p.wo();
+  const memory::dims strides = {p.stride, p.stride}, pad_l = {p.pad_l(), p.pad_l()},
+                     pad_r = {p.pad_r(p.h, ho), p.pad_r(p.w, wo)};
+  const auto x_md = ActivationMd(p.n, p.cin, p.h, p.w, any);
+  const auto y_md = ActivationMd(p.n, p.cout, ho, wo, any);
+  const auto k_md = KernelMd(p, true);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // concurrent calls must not share
+  dnnl::convolution_forward::primitive_desc fwd(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, x_md,
+      k_md, y_md, strides, pad_l, pad_r, attr);
+  e->ours[kX] = ActivationMd(p.n, p.cin, p.h, p.w, false);
+  e->ours[kY] = ActivationMd(p.n, p.cout, ho, wo, false);
+  e->ours[kKernel] = KernelMd(p, false);
+  if (op == Op::kForward) {
+    e->conv = dnnl::convolution_forward(fwd);
+    e->theirs[kX] = fwd.src_desc();
+    e->theirs[kKernel] = fwd.weights_desc();
+    e->theirs[kY] = fwd.dst_desc();
+    e->dnnl_arg[kX] = DNNL_ARG_SRC;
+    e->dnnl_arg[kKernel] = DNNL_ARG_WEIGHTS;
+    e->dnnl_arg[kY] = DNNL_ARG_DST;
+    e->is_output[kX] = false, e->is_output[kKernel] = false, e->is_output[kY] = true;
+    e->scratchpad = fwd.scratchpad_desc();
+  } else if (op == Op::kInputGrad) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, x_md, k_md, y_md, strides, pad_l, pad_r,
+        fwd, attr);
+    e->conv = dnnl::convolution_backward_data(pd);
+    e->theirs[kX] = pd.diff_src_desc();
+    e->theirs[kKernel] = pd.weights_desc();
+    e->theirs[kY] = pd.diff_dst_desc();
+    e->dnnl_arg[kX] = DNNL_ARG_DIFF_SRC;
+    e->dnnl_arg[kKernel] = DNNL_ARG_WEIGHTS;
+    e->dnnl_arg[kY] = DNNL_ARG_DIFF_DST;
+    e->is_output[kX] = true, e->is_output[kKernel] = false, e->is_output[kY] = false;
+    e->scratchpad = pd.scratchpad_desc();
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, x_md, k_md, y_md, strides, pad_l, pad_r,
+        fwd, attr);
+    e->conv = dnnl::convolution_backward_weights(pd);
+    e->theirs[kX] = pd.src_desc();
+    e->theirs[kKernel] = pd.diff_weights_desc();
+    e->theirs[kY] = pd.diff_dst_desc();
+    e->dnnl_arg[kX] = DNNL_ARG_SRC;
+    e->dnnl_arg[kKernel] = DNNL_ARG_DIFF_WEIGHTS;
+    e->dnnl_arg[kY] = DNNL_ARG_DIFF_DST;
+    e->is_output[kX] = false, e->is_output[kKernel] = true, e->is_output[kY] = false;
+    e->scratchpad = pd.scratchpad_desc();
+  }
+  for (int a = 0; a < 3; ++a) {
+    e->reorder_needed[a] = e->theirs[a] != e->ours[a];
+    if (!e->reorder_needed[a]) continue;
+    const auto& from = e->is_output[a] ? e->theirs[a] : e->ours[a];
+    const auto& to = e->is_output[a] ? e->ours[a] : e->theirs[a];
+    dnnl::reorder::primitive_desc pd(Engine(), from, Engine(), to, attr);
+    e->reorder[a] = dnnl::reorder(pd);
+    e->reorder_scratchpad[a] = pd.scratchpad_desc();
+  }
+  return e;
+}
+
+// Temporary buffers (reordered operands, oneDNN scratchpad) are reused per thread: fresh
+// large allocations are new pages from the kernel on every call, page-faulted and zeroed.
+void* Workspace(int slot, size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffers[7];
+  Buffer& b = buffers[slot];
+  if (b.size < bytes) {
+    std::free(b.data);
+    b.size = (bytes + 4095) / 4096 * 4096;
+    b.data = std::aligned_alloc(4096, b.size);
+    if (b.data == nullptr) throw std::bad_alloc();
+  }
+  return b.data;
+}
+
+void Reorder(const Entry& e, int a, const dnnl::stream& stream, const memory& from,
+             const memory& to) {
+  const auto& pad = e.reorder_scratchpad[a];
+  std::unordered_map<int, memory> args = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+  if (pad.get_size() > 0) {
+    args[DNNL_ARG_SCRATCHPAD] = memory(pad, Engine(), Workspace(4 + a, pad.get_size()));
+  }
+  e.reorder[a].execute(stream, args);
+}
+
+// Runs one entry on our buffers x, kernel, y (or their gradients; which are written
+// depends on the op).
+void Execute(const Entry& e, float* x, float* kernel, float* y) {
+  dnnl::stream stream(Engine());
+  float* buffers[3] = {x, kernel, y};
+  memory ours[3], theirs[3];
+  std::unordered_map<int, memory> args;
+  for (int a = 0; a < 3; ++a) {
+    ours[a] = memory(e.ours[a], Engine(), buffers[a]);
+    theirs[a] = e.reorder_needed[a]
+                    ? memory(e.theirs[a], Engine(), Workspace(a, e.theirs[a].get_size()))
+                    : ours[a];
+    if (e.reorder_needed[a] && !e.is_output[a]) Reorder(e, a, stream, ours[a], theirs[a]);
+    args[e.dnnl_arg[a]] = theirs[a];
+  }
+  args[DNNL_ARG_SCRATCHPAD] =
+      memory(e.scratchpad, Engine(), Workspace(3, std::max<size_t>(e.scratchpad.get_size(), 1)));
+  e.conv.execute(stream, args);
+  for (int a = 0; a < 3; ++a) {
+    if (e.reorder_needed[a] && e.is_output[a]) Reorder(e, a, stream, theirs[a], ours[a]);
+  }
+  stream.wait();
+}
+
+double Seconds(const Entry& e, float* x, float* kernel, float* y) {
+  auto start = std::chrono::steady_clock::now();
+  Execute(e, x, kernel, y);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The entry for (op, problem), built on first use (building JIT-compiles oneDNN kernels).
+// With Layout::kTune the first call times both layouts on the call's own buffers (a warm-up
+// and the best of two runs each) and keeps the faster; every variant writes the full result.
+std::shared_ptr<Entry> Lookup(Op op, const Problem& p, float* x, float* kernel, float* y) {
+  static std::mutex mu;
+  static std::map<std::pair<int, decltype(p.key())>, std::shared_ptr<Entry>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[{static_cast<int>(op), p.key()}];
+  if (slot) return slot;
+  const Layout layout = LayoutSetting();
+  if (layout != Layout::kTune) {
+    slot = Build(op, p, layout == Layout::kBlocked);
+    return slot;
+  }
+  auto nhwc = Build(op, p, false), blocked = Build(op, p, true);
+  bool same = true;
+  for (int a = 0; a < 3; ++a) same = same && nhwc->theirs[a] == blocked->theirs[a];
+  if (same) {
+    slot = nhwc;
+    return slot;
+  }
+  Execute(*nhwc, x, kernel, y);
+  Execute(*blocked, x, kernel, y);
+  double t_nhwc = 1e30, t_blocked = 1e30;
+  for (int i = 0; i < 2; ++i) {
+    t_nhwc = std::min(t_nhwc, Seconds(*nhwc, x, kernel, y));
+    t_blocked = std::min(t_blocked, Seconds(*blocked, x, kernel, y));
+  }
+  slot = t_blocked < t_nhwc ? blocked : nhwc;
+  return slot;
+}
+
+ffi::Error Run(Op op, const Problem& p, float* x, float* kernel, float* y) {
+  try {
+    Execute(*Lookup(op, p, x, kernel, y), x, kernel, y);
+  } catch (const dnnl::error& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal,
+                      std::string("oneDNN convolution: ") + err.what());
+  } catch (const std::bad_alloc&) {
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                      "oneDNN convolution: out of memory for its workspace");
+  }
+  return ffi::Error::Success();
+}
+
+Problem MakeProblem(ffi::Span<const int64_t> x, ffi::Span<const int64_t> kernel,
+                    int64_t stride, int64_t groups) {
+  return Problem{x[0], x[1], x[2], x[3], kernel[3], kernel[0], stride, groups};
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t groups) {
+  Problem p = MakeProblem(x.dimensions(), kernel.dimensions(), stride, groups);
+  return Run(Op::kForward, p, x.typed_data(), kernel.typed_data(), y->typed_data());
+}
+
+ffi::Error InputGrad(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> kernel,
+                     ffi::ResultBuffer<ffi::F32> dx, int64_t stride, int64_t groups) {
+  Problem p = MakeProblem(dx->dimensions(), kernel.dimensions(), stride, groups);
+  return Run(Op::kInputGrad, p, dx->typed_data(), kernel.typed_data(), dy.typed_data());
+}
+
+ffi::Error KernelGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                      ffi::ResultBuffer<ffi::F32> dkernel, int64_t stride, int64_t groups) {
+  Problem p = MakeProblem(x.dimensions(), dkernel->dimensions(), stride, groups);
+  return Run(Op::kKernelGrad, p, x.typed_data(), dkernel->typed_data(), dy.typed_data());
+}
+
+}  // namespace
+
+// All three take two float32 buffers and return one, with int64 attributes stride, groups.
+static auto Binding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("stride")
+      .Attr<int64_t>("groups");
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FastscaleOnednnConvForward, Forward, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FastscaleOnednnConvInputGrad, InputGrad, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FastscaleOnednnConvKernelGrad, KernelGrad, Binding());
