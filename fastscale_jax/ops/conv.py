@@ -125,13 +125,16 @@ def _backend(x) -> str:
 _warned_no_onednn = False
 
 
+def _onednn_handles(x, kernel, stride) -> bool:
+    return onednn.supports(x.shape[1], x.shape[2], kernel.shape[0], stride, x.dtype)
+
+
 def use_onednn(x, kernel, stride: int = 1) -> bool:
     """Whether 'auto' runs this CPU conv with oneDNN: a float32 kxk conv (k > 1; dense 1x1
     convs are plain matmuls, which XLA runs as fast) that the shim supports, when oneDNN is
     available. Warns once per process when it is not (unless disabled on purpose)."""
     global _warned_no_onednn
-    k = kernel.shape[0]
-    if k == 1 or not onednn.supports(x.shape[1], x.shape[2], k, stride, x.dtype):
+    if kernel.shape[0] == 1 or not _onednn_handles(x, kernel, stride):
         return False
     ok, why = onednn.status()
     if not ok and not _warned_no_onednn and os.environ.get(onednn.ENV_DISABLE) != "0":
@@ -150,12 +153,12 @@ def resolve_impl(impl: str, x, kernel, groups: int, stride: int = 1) -> str:
     xla_choice = functools.partial(cpu_choice, x.shape[-1], kernel.shape[-1], groups,
                                    kernel.shape[0])
     if impl == "onednn":
-        if _backend(x) != "cpu":
-            raise ValueError(f"conv impl 'onednn' runs on CPU only, not {_backend(x)}; use "
+        backend = _backend(x)
+        if backend != "cpu":
+            raise ValueError(f"conv impl 'onednn' runs on CPU only, not {backend}; use "
                              "impl='auto' (lax on GPU/TPU)")
         onednn.require()
-        return "onednn" if onednn.supports(x.shape[1], x.shape[2], kernel.shape[0], stride,
-                                            x.dtype) else xla_choice()
+        return "onednn" if _onednn_handles(x, kernel, stride) else xla_choice()
     if impl != "auto":
         return impl
     if _backend(x) != "cpu":

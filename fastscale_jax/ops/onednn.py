@@ -28,6 +28,7 @@ import glob
 import hashlib
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+
+from fastscale_jax.ops.conv_cpu import out_size
 
 ENV_DISABLE = "FASTSCALE_ONEDNN"
 ENV_ROOT = "FASTSCALE_ONEDNN_ROOT"
@@ -58,7 +61,6 @@ def _roots():
     env = os.environ.get(ENV_ROOT)
     if env:
         return [Path(env)]
-    import site
     prefixes = [sys.prefix, site.getuserbase(), sys.base_prefix, "/usr/local", "/usr"]
     return [Path(p) for p in dict.fromkeys(prefixes)]
 
@@ -189,7 +191,7 @@ def supports(height: int, width: int, kernel: int, stride: int, dtype) -> bool:
         return False
     pad = (kernel - 1) // 2
     for size in (height, width):
-        out = (size - 1) // stride + 1
+        out = out_size(size, stride)
         if (out - 1) * stride + kernel - size - pad < 0:
             return False
     return True
@@ -205,7 +207,7 @@ def forward(x, kernel, stride, groups, precision=None):
     """y = conv(x, kernel): x NHWC float32, kernel HWIO with I = Cin // groups."""
     del precision  # oneDNN computes float32 in float32
     n, h, w, _ = x.shape
-    out = (n, (h - 1) // stride + 1, (w - 1) // stride + 1, kernel.shape[-1])
+    out = (n, out_size(h, stride), out_size(w, stride), kernel.shape[-1])
     return _call("fastscale_onednn_conv_forward", out, x.dtype, stride, groups, x, kernel)
 
 

@@ -12,13 +12,13 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
-#include <unordered_map>
 #include <map>
 #include <memory>
-#include <new>
 #include <mutex>
+#include <new>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -56,14 +56,12 @@ memory::desc ActivationMd(int64_t n, int64_t c, int64_t h, int64_t w, bool any) 
 memory::desc KernelMd(const Problem& p, bool any) {
   const int64_t ig = p.cin / p.groups, og = p.cout / p.groups;
   const int64_t skw = ig * p.cout, skh = p.k * skw;
-  if (p.groups == 1) {
-    memory::dims dims = {p.cout, ig, p.k, p.k};
-    return any ? memory::desc(dims, dt::f32, tag::any)
-               : memory::desc(dims, dt::f32, {1, p.cout, skh, skw});
-  }
-  memory::dims dims = {p.groups, og, ig, p.k, p.k};
-  return any ? memory::desc(dims, dt::f32, tag::any)
-             : memory::desc(dims, dt::f32, {og, 1, p.cout, skh, skw});
+  const bool dense = p.groups == 1;  // oneDNN's ungrouped weights have no G dimension
+  const memory::dims dims = dense ? memory::dims{p.cout, ig, p.k, p.k}
+                                  : memory::dims{p.groups, og, ig, p.k, p.k};
+  if (any) return memory::desc(dims, dt::f32, tag::any);
+  return memory::desc(dims, dt::f32, dense ? memory::dims{1, p.cout, skh, skw}
+                                           : memory::dims{og, 1, p.cout, skh, skw});
 }
 
 // Activation layout: our NHWC buffers used directly, or the layout oneDNN prefers (blocked
@@ -85,12 +83,23 @@ Layout LayoutSetting() {
 enum class Op { kForward, kInputGrad, kKernelGrad };
 enum Arg { kX = 0, kKernel = 1, kY = 2 };
 
-// A primitive, and per argument (x, kernel, y: our buffers) the layout the primitive wants
-// and the reorder between ours and it (ours -> its for inputs, its -> ours for outputs).
-struct Entry {
-  dnnl::primitive conv;
+// Per op: oneDNN's argument for each of our buffers (x, kernel, y or their gradients), and
+// the one buffer the op writes.
+struct OpArgs {
   int dnnl_arg[3];
-  bool is_output[3];
+  Arg output;
+};
+constexpr OpArgs kOpArgs[3] = {
+    {{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST}, kY},
+    {{DNNL_ARG_DIFF_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_DST}, kX},
+    {{DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_DST}, kKernel},
+};
+
+// A primitive, and per argument (x, kernel, y: our buffers) the layout the primitive wants
+// and the reorder between ours and it (ours -> its for inputs, its -> ours for the output).
+struct Entry {
+  const OpArgs* args;
+  dnnl::primitive conv;
   memory::desc ours[3], theirs[3];
   bool reorder_needed[3];
   dnnl::reorder reorder[3];
@@ -100,6 +109,7 @@ struct Entry {
 
 std::shared_ptr<Entry> Build(Op op, const Problem& p, bool any) {
   auto e = std::make_shared<Entry>();
+  e->args = &kOpArgs[static_cast<int>(op)];
   const int64_t ho = p.ho(), wo = p.wo();
   const memory::dims strides = {p.stride, p.stride}, pad_l = {p.pad_l(), p.pad_l()},
                      pad_r = {p.pad_r(p.h, ho), p.pad_r(p.w, wo)};
@@ -111,51 +121,35 @@ std::shared_ptr<Entry> Build(Op op, const Problem& p, bool any) {
   dnnl::convolution_forward::primitive_desc fwd(
       Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, x_md,
       k_md, y_md, strides, pad_l, pad_r, attr);
+  dnnl::primitive_desc pd = fwd;
+  if (op == Op::kForward) {
+    e->conv = dnnl::convolution_forward(fwd);
+  } else if (op == Op::kInputGrad) {
+    dnnl::convolution_backward_data::primitive_desc bwd(
+        Engine(), dnnl::algorithm::convolution_direct, x_md, k_md, y_md, strides, pad_l, pad_r,
+        fwd, attr);
+    e->conv = dnnl::convolution_backward_data(bwd);
+    pd = bwd;
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc bwd(
+        Engine(), dnnl::algorithm::convolution_direct, x_md, k_md, y_md, strides, pad_l, pad_r,
+        fwd, attr);
+    e->conv = dnnl::convolution_backward_weights(bwd);
+    pd = bwd;
+  }
   e->ours[kX] = ActivationMd(p.n, p.cin, p.h, p.w, false);
   e->ours[kY] = ActivationMd(p.n, p.cout, ho, wo, false);
   e->ours[kKernel] = KernelMd(p, false);
-  if (op == Op::kForward) {
-    e->conv = dnnl::convolution_forward(fwd);
-    e->theirs[kX] = fwd.src_desc();
-    e->theirs[kKernel] = fwd.weights_desc();
-    e->theirs[kY] = fwd.dst_desc();
-    e->dnnl_arg[kX] = DNNL_ARG_SRC;
-    e->dnnl_arg[kKernel] = DNNL_ARG_WEIGHTS;
-    e->dnnl_arg[kY] = DNNL_ARG_DST;
-    e->is_output[kX] = false, e->is_output[kKernel] = false, e->is_output[kY] = true;
-    e->scratchpad = fwd.scratchpad_desc();
-  } else if (op == Op::kInputGrad) {
-    dnnl::convolution_backward_data::primitive_desc pd(
-        Engine(), dnnl::algorithm::convolution_direct, x_md, k_md, y_md, strides, pad_l, pad_r,
-        fwd, attr);
-    e->conv = dnnl::convolution_backward_data(pd);
-    e->theirs[kX] = pd.diff_src_desc();
-    e->theirs[kKernel] = pd.weights_desc();
-    e->theirs[kY] = pd.diff_dst_desc();
-    e->dnnl_arg[kX] = DNNL_ARG_DIFF_SRC;
-    e->dnnl_arg[kKernel] = DNNL_ARG_WEIGHTS;
-    e->dnnl_arg[kY] = DNNL_ARG_DIFF_DST;
-    e->is_output[kX] = true, e->is_output[kKernel] = false, e->is_output[kY] = false;
-    e->scratchpad = pd.scratchpad_desc();
-  } else {
-    dnnl::convolution_backward_weights::primitive_desc pd(
-        Engine(), dnnl::algorithm::convolution_direct, x_md, k_md, y_md, strides, pad_l, pad_r,
-        fwd, attr);
-    e->conv = dnnl::convolution_backward_weights(pd);
-    e->theirs[kX] = pd.src_desc();
-    e->theirs[kKernel] = pd.diff_weights_desc();
-    e->theirs[kY] = pd.diff_dst_desc();
-    e->dnnl_arg[kX] = DNNL_ARG_SRC;
-    e->dnnl_arg[kKernel] = DNNL_ARG_DIFF_WEIGHTS;
-    e->dnnl_arg[kY] = DNNL_ARG_DIFF_DST;
-    e->is_output[kX] = false, e->is_output[kKernel] = true, e->is_output[kY] = false;
-    e->scratchpad = pd.scratchpad_desc();
+  for (int a = 0; a < 3; ++a) {
+    e->theirs[a] = pd.query_md(dnnl::query::exec_arg_md, e->args->dnnl_arg[a]);
   }
+  e->scratchpad = pd.scratchpad_desc();
   for (int a = 0; a < 3; ++a) {
     e->reorder_needed[a] = e->theirs[a] != e->ours[a];
     if (!e->reorder_needed[a]) continue;
-    const auto& from = e->is_output[a] ? e->theirs[a] : e->ours[a];
-    const auto& to = e->is_output[a] ? e->ours[a] : e->theirs[a];
+    const bool output = a == e->args->output;
+    const auto& from = output ? e->theirs[a] : e->ours[a];
+    const auto& to = output ? e->ours[a] : e->theirs[a];
     dnnl::reorder::primitive_desc pd(Engine(), from, Engine(), to, attr);
     e->reorder[a] = dnnl::reorder(pd);
     e->reorder_scratchpad[a] = pd.scratchpad_desc();
@@ -204,15 +198,14 @@ void Execute(const Entry& e, float* x, float* kernel, float* y) {
     theirs[a] = e.reorder_needed[a]
                     ? memory(e.theirs[a], Engine(), Workspace(a, e.theirs[a].get_size()))
                     : ours[a];
-    if (e.reorder_needed[a] && !e.is_output[a]) Reorder(e, a, stream, ours[a], theirs[a]);
-    args[e.dnnl_arg[a]] = theirs[a];
+    if (e.reorder_needed[a] && a != e.args->output) Reorder(e, a, stream, ours[a], theirs[a]);
+    args[e.args->dnnl_arg[a]] = theirs[a];
   }
   args[DNNL_ARG_SCRATCHPAD] =
       memory(e.scratchpad, Engine(), Workspace(3, std::max<size_t>(e.scratchpad.get_size(), 1)));
   e.conv.execute(stream, args);
-  for (int a = 0; a < 3; ++a) {
-    if (e.reorder_needed[a] && e.is_output[a]) Reorder(e, a, stream, theirs[a], ours[a]);
-  }
+  const int out = e.args->output;
+  if (e.reorder_needed[out]) Reorder(e, out, stream, theirs[out], ours[out]);
   stream.wait();
 }
 
