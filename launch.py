@@ -48,7 +48,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from fastscale_jax import main as fs_main
 
+    config, mode = flags.FLAGS.config, flags.FLAGS.mode
     try:
+        if mode != "complexity":
+            # Before anything starts JAX: allocator settings only reach threads that have not
+            # yet allocated (config.host_malloc; fastscale_jax/hostmem.py).
+            print(fs_main.tune_host_malloc(config, mode), flush=True)
         fs_main.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.mode)
     except (ValueError, FileNotFoundError) as e:  # user errors: a message, not a traceback
         print(f"error: {e}", file=sys.stderr)

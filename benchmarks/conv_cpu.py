@@ -31,6 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fastscale_jax import hostmem  # noqa: E402
 from fastscale_jax.ops import conv as fconv  # noqa: E402
 
 # name, (H, Cin, Cout, k, stride, groups), batches
@@ -126,15 +127,20 @@ def torch_calls(n, h, cin, cout, k, s, g, threads):
     return fwd, fwd_bwd
 
 
-def measure(calls: dict, rounds: int, cell_seconds: float) -> dict:
-    """Interleaved timing: warm-up each call once, then `rounds` rounds calling each once."""
+def measure(calls: dict, rounds: int, cell_seconds: float, warmup: int = 1) -> dict:
+    """Interleaved timing: `warmup` untimed rounds (the first execution after compile; more
+    let the allocators reach their steady state), then `rounds` rounds calling each once."""
     samples = {name: [] for name in calls}
     slow = set()
     for name, call in calls.items():
-        t = call()  # warm-up (first execution after compile)
-        if t > cell_seconds:
+        t = call()
+        if t > cell_seconds:  # too slow to repeat: the first call is the measurement
             samples[name].append(t)
             slow.add(name)
+    for _ in range(warmup - 1):
+        for name, call in calls.items():
+            if name not in slow:
+                call()
     spent = {name: 0.0 for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
@@ -286,7 +292,7 @@ def run_models(args, threads):
                 if tcalls:
                     fwd[c], step[c], src = tcalls
             for label, calls, ci in (("fwd", fwd, 0), ("train step", step, 1)):
-                res = measure(calls, args.model_rounds, args.model_cell_seconds)
+                res = measure(calls, args.model_rounds, args.model_cell_seconds, args.model_warmup)
                 cells = [fmt_ms(res[c]) + (f" ({compile_s[c][ci]:.0f}s)" if c in compile_s else "")
                          if c in res else "-" for c in cols]
                 a = res.get("auto", (None,))[0]
@@ -320,9 +326,18 @@ def main():
     ap.add_argument("--model-res", type=int, default=224)
     ap.add_argument("--model-impls", default="lax,auto")
     ap.add_argument("--model-rounds", type=int, default=3)
+    ap.add_argument("--model-warmup", type=int, default=3,
+                    help="untimed rounds first: a train step page-faults its buffers in for "
+                         "the first 2-3 calls, then runs from reused memory")
     ap.add_argument("--model-cell-seconds", type=float, default=20.0)
     ap.add_argument("--skip-convs", action="store_true", help="only the --models part")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="keep glibc's default allocator settings (by default the process runs "
+                         "with fastscale_jax.hostmem.tune_for_cpu(), as launch.py does; it "
+                         "applies to the torch calls in this process too)")
     args = ap.parse_args()
+    malloc = ("host malloc: glibc defaults" if args.default_malloc
+              else hostmem.tune_for_cpu(force=True))  # before jax.default_backend() starts JAX
     threads = [int(t) for t in args.torch_threads.split(",")] if args.torch_threads else [jax_cpu_cores()]
     versions = f"jax {jax.__version__}, backend {jax.default_backend()}"
     try:
@@ -332,6 +347,7 @@ def main():
         pass
     print(f"# {platform.processor() or platform.machine()}, JAX uses {jax_cpu_cores()} cores, {versions}, "
           f"dtype {args.dtype}, load average {os.getloadavg()[0]:.1f}")
+    print(f"# {malloc}")
     print("# median ms [min-max] over interleaved calls; ratios are medians (lax/ours > 1: ours faster)")
     if not args.skip_convs:
         run_convs(args, threads)

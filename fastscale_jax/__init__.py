@@ -29,7 +29,8 @@ def build_model(spec, **kwargs):
 def __getattr__(name):  # lazy submodules that import jax / flax / torch-free converters
     import importlib
 
-    if name in ("models", "convert", "timing", "ops", "train", "checkpoint", "data", "configs"):
+    if name in ("models", "convert", "timing", "ops", "train", "checkpoint", "data", "configs",
+                "hostmem"):
         return importlib.import_module(f"fastscale_jax.{name}")
     raise AttributeError(f"module 'fastscale_jax' has no attribute {name!r}")
 

@@ -11,6 +11,8 @@ Config layout (ml_collections.ConfigDict):
   family.*              a set of models (benchmark / complexity of a family)
   data, train, optim    input pipeline and training (fastscale_jax.data / fastscale_jax.train)
   timing                runtime measurement (fastscale_jax.timing)
+  host_malloc           'auto' | 'on' | 'off': launch.py's allocator setting for CPU runs
+                        (fastscale_jax.main.tune_host_malloc)
 
 Derived values (the scaled spec, steps per epoch, scaled LR) are computed here or in the
 training code, never copied by hand into configs.
@@ -38,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     """Defaults shared by all experiments; each configs/*.py changes what it needs."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.host_malloc = "auto"   # CPU runs: glibc keeps freed memory (fastscale_jax.hostmem); auto|on|off
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "RegNetZ-500MF"

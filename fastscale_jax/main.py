@@ -12,6 +12,10 @@ from __future__ import annotations
 import os
 
 MODES = ("train", "eval", "complexity", "benchmark")
+# host_malloc='auto' tunes the allocator when a step's activations (complexity 'acts' x batch x
+# bytes per value) reach this: below it, steps are cheap and the one-arena setting's lock
+# contention (XLA compiles, tf.data threads) costs more than the page faults it saves.
+HOST_MALLOC_AUTO_MIN_MIB = 128
 
 
 def run(config, workdir: str | None = None, mode: str = "train"):
@@ -32,6 +36,49 @@ def run(config, workdir: str | None = None, mode: str = "train"):
     if mode == "eval":
         return evaluate(config, workdir)
     return train_and_evaluate(config, workdir)
+
+
+def tune_host_malloc(config, mode: str) -> str:
+    """Apply `fastscale_jax.hostmem.tune_for_cpu()` for this run per config.host_malloc
+    ('auto' | 'on' | 'off'); must run before JAX starts. Returns a one-line description.
+
+    'auto' applies it for train/eval/benchmark runs whose per-step activations reach
+    HOST_MALLOC_AUTO_MIN_MIB (the demo config: ~66 MiB, off; RegNetY-800MF at 224 px, batch 8:
+    ~160 MiB, on). hostmem itself skips it when an accelerator backend is installed.
+    """
+    from fastscale_jax import hostmem
+
+    setting = str(config.get("host_malloc", "auto")).strip().lower()
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"host_malloc must be 'auto', 'on' or 'off', got {setting!r}")
+    if setting == "off" or mode == "complexity":
+        return "host malloc tuning: off"
+    if setting == "auto":
+        mib = step_activation_mib(config, mode)
+        if mib < HOST_MALLOC_AUTO_MIN_MIB:
+            return (f"host malloc tuning: off (host_malloc=auto: ~{mib:.0f} MiB of activations "
+                    f"per step < {HOST_MALLOC_AUTO_MIN_MIB} MiB)")
+    return hostmem.tune_for_cpu(force=setting == "on")
+
+
+def step_activation_mib(config, mode: str) -> float:
+    """Activations of one step in MiB: complexity 'acts' per image x batch x bytes per value,
+    for the largest model of the run (timing.* settings in benchmark mode)."""
+    from fastscale_jax import config as config_lib
+    from fastscale_jax.complexity import complexity
+
+    dtype = str(config.model.dtype)
+    if mode == "benchmark":
+        batch, res = config.timing.batch_size, config.timing.get("resolution")
+        dtype = str(config.timing.get("dtype") or dtype)
+        specs = [spec for _, spec in config_lib.resolve_family(config)]
+    else:
+        batch = config.train.global_batch_size
+        if mode == "eval":
+            batch = config.train.get("eval_batch_size") or batch
+        res, specs = None, [config_lib.resolve_spec(config)]
+    acts = max(complexity(spec, res)["acts"] for spec in specs)
+    return acts * batch * (2 if "16" in dtype else 4) / 2**20
 
 
 def run_complexity(config, workdir: str | None = None) -> str:

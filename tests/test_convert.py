@@ -108,7 +108,8 @@ def test_pycls_eval_parity(name):
 
 
 def test_pycls_train_mode_parity():
-    """Train mode: BN normalises with batch statistics; logits and updated running means match."""
+    """Train mode: BN normalises with batch statistics; logits and every BN's updated running
+    mean and (unbiased, as PyTorch keeps it) running variance match pycls."""
     spec = fs.get_model_spec("RegNetX-200MF")
     tm = randomize(pycls_model(spec))
     variables = convert.from_pycls(tm.state_dict(), spec)
@@ -119,12 +120,15 @@ def test_pycls_train_mode_parity():
     model = fs.build_model(spec)
     out, upd = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, xj)
     assert rel_err(out, ref) <= RTOL, rel_err(out, ref)
-    # Flax momentum 0.9 == PyTorch momentum 0.1. (Running variances differ by design: PyTorch
-    # stores the unbiased batch variance, Flax the biased one.)
     new = convert.from_pycls(tm.state_dict(), spec)["batch_stats"]
-    for a, b in zip(jax.tree_util.tree_leaves(upd["batch_stats"]["stem"]["bn"]["mean"]),
-                    jax.tree_util.tree_leaves(new["stem"]["bn"]["mean"])):
-        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-5)
+    ours = jax.tree_util.tree_leaves_with_path(upd["batch_stats"])
+    theirs = dict(jax.tree_util.tree_leaves_with_path(new))
+    before = dict(jax.tree_util.tree_leaves_with_path(variables["batch_stats"]))
+    assert len(ours) == len(theirs) and len(ours) > 20
+    for path, a in ours:
+        name = jax.tree_util.keystr(path)
+        assert not np.allclose(a, before[path]), f"{name} was not updated"
+        np.testing.assert_allclose(np.asarray(a), theirs[path], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 # ------------------------------------------------------------------------------------------

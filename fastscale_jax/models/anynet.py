@@ -30,8 +30,7 @@ class Stem(nn.Module):
     def __call__(self, x, train: bool):
         k, s = {"simple_stem_in": (3, 2), "res_stem_in": (7, 2), "res_stem_cifar": (3, 1)}[self.stem_type]
         x = Conv(self.width, k, s, dtype=self.dtype, conv_impl=self.conv_impl, name="conv")(x)
-        x = batch_norm(train, self.dtype, axis_name=self.bn_axis_name, name="bn")(x)
-        x = activation(self.act)(x)
+        x = batch_norm(train, self.dtype, act=self.act, axis_name=self.bn_axis_name, name="bn")(x)
         if self.stem_type == "res_stem_in":
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         return x
@@ -50,19 +49,18 @@ class Transform(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        b, dt, ci, ax = self.block, self.dtype, self.conv_impl, self.bn_axis_name
-        af = activation(self.act)
+        b, dt, ci, ax, act = self.block, self.dtype, self.conv_impl, self.bn_axis_name, self.act
         last_zero = self.zero_init_last_bn and self.block_type != "vanilla_block"
         if self.block_type in ("vanilla_block", "res_basic_block"):
-            x = af(batch_norm(train, dt, axis_name=ax, name="a_bn")(
-                Conv(b.w_out, 3, b.stride, dtype=dt, conv_impl=ci, name="a")(x)))
-            x = batch_norm(train, dt, zero_init=last_zero, axis_name=ax, name="b_bn")(
-                Conv(b.w_out, 3, dtype=dt, conv_impl=ci, name="b")(x))
-            return af(x) if self.block_type == "vanilla_block" else x
-        x = af(batch_norm(train, dt, axis_name=ax, name="a_bn")(
-            Conv(b.w_b, 1, dtype=dt, conv_impl=ci, name="a")(x)))
-        x = af(batch_norm(train, dt, axis_name=ax, name="b_bn")(
-            Conv(b.w_b, 3, b.stride, b.groups, dtype=dt, conv_impl=ci, name="b")(x)))
+            x = batch_norm(train, dt, act=act, axis_name=ax, name="a_bn")(
+                Conv(b.w_out, 3, b.stride, dtype=dt, conv_impl=ci, name="a")(x))
+            vanilla = self.block_type == "vanilla_block"
+            return batch_norm(train, dt, act=act if vanilla else None, zero_init=last_zero,
+                              axis_name=ax, name="b_bn")(Conv(b.w_out, 3, dtype=dt, conv_impl=ci, name="b")(x))
+        x = batch_norm(train, dt, act=act, axis_name=ax, name="a_bn")(
+            Conv(b.w_b, 1, dtype=dt, conv_impl=ci, name="a")(x))
+        x = batch_norm(train, dt, act=act, axis_name=ax, name="b_bn")(
+            Conv(b.w_b, 3, b.stride, b.groups, dtype=dt, conv_impl=ci, name="b")(x))
         if b.w_se:
             x = SE(b.w_se, self.act, dtype=dt, conv_impl=ci, name="se")(x)
         x = Conv(b.w_out, 1, dtype=dt, conv_impl=ci, name="c")(x)
@@ -138,8 +136,8 @@ class Head(nn.Module):
     def __call__(self, x, train: bool):
         if self.head_w > 0:
             x = Conv(self.head_w, 1, dtype=self.dtype, conv_impl=self.conv_impl, name="conv")(x)
-            x = batch_norm(train, self.dtype, axis_name=self.bn_axis_name, name=self.conv_bn_name)(x)
-            x = activation(self.act)(x)
+            x = batch_norm(train, self.dtype, act=self.act, axis_name=self.bn_axis_name,
+                           name=self.conv_bn_name)(x)
         x = jnp.mean(x, axis=(1, 2))
         if self.dropout > 0:
             x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fastscale_jax.models.anynet import Head, Stem
-from fastscale_jax.models.layers import SE, Conv, activation, batch_norm, check_input, drop_path
+from fastscale_jax.models.layers import SE, Conv, batch_norm, check_input, drop_path
 from fastscale_jax.specs import Block, EffNetSpec, block_plan
 
 
@@ -27,14 +27,13 @@ class MBConv(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        b, dt, ci, ax = self.block, self.dtype, self.conv_impl, self.bn_axis_name
-        af = activation(self.act)
+        b, dt, ci, ax, act = self.block, self.dtype, self.conv_impl, self.bn_axis_name, self.act
         f = x
         if b.w_b != b.w_in:
-            f = af(batch_norm(train, dt, axis_name=ax, name="exp_bn")(
-                Conv(b.w_b, 1, dtype=dt, conv_impl=ci, name="exp")(f)))
-        f = af(batch_norm(train, dt, axis_name=ax, name="dwise_bn")(
-            Conv(b.w_b, b.kernel, b.stride, groups=b.w_b, dtype=dt, conv_impl=ci, name="dwise")(f)))
+            f = batch_norm(train, dt, act=act, axis_name=ax, name="exp_bn")(
+                Conv(b.w_b, 1, dtype=dt, conv_impl=ci, name="exp")(f))
+        f = batch_norm(train, dt, act=act, axis_name=ax, name="dwise_bn")(
+            Conv(b.w_b, b.kernel, b.stride, groups=b.w_b, dtype=dt, conv_impl=ci, name="dwise")(f))
         if b.w_se:
             f = SE(b.w_se, self.act, dtype=dt, conv_impl=ci, name="se")(f)
         f = batch_norm(train, dt, axis_name=ax, name="lin_proj_bn")(

@@ -3,17 +3,19 @@
 Parameters are float32; computation runs in the module's `dtype` (e.g. bfloat16). Init follows
 pycls: conv kernels ~ N(0, sqrt(2 / fan_out)) with fan_out = k * k * out_channels; linear
 weights ~ N(0, 0.01) with zero bias; BN gamma 1 (0 for a residual branch's last BN when
-zero-init is on), beta 0. BN uses eps 1e-5 and momentum 0.9 (= PyTorch momentum 0.1).
+zero-init is on), beta 0. BN uses eps 1e-5 and momentum 0.9 (= PyTorch momentum 0.1) and, like
+PyTorch, keeps the unbiased variance as its running average.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fastscale_jax.ops.batchnorm import batch_norm_act, inference_bn_act
 from fastscale_jax.ops.conv import conv2d
 
 BN_EPS = 1e-5
@@ -68,12 +70,54 @@ class Conv(nn.Module):
         return y
 
 
-def batch_norm(train: bool, dtype, *, zero_init: bool = False, axis_name=None, name=None):
-    """BatchNorm with pycls's eps/momentum; zero_init sets gamma to 0 (last BN of a branch)."""
-    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                        dtype=dtype, param_dtype=jnp.float32, axis_name=axis_name,
-                        scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
-                        name=name)
+class BatchNorm(nn.Module):
+    """BatchNorm over (N, H, W) with an optional activation fused into it, NHWC.
+
+    Variables as Flax's nn.BatchNorm (params scale/bias, batch_stats mean/var), so checkpoints
+    are interchangeable. Training uses the batch statistics through
+    `fastscale_jax.ops.batchnorm.batch_norm_act` (a hand-written backward pass) and updates
+    the running averages as PyTorch/pycls do: momentum 0.9 in Flax's convention, and the
+    *unbiased* batch variance n / (n - 1) * var (n counted over all synchronised devices).
+    """
+
+    use_running_average: bool
+    act: Optional[str] = None
+    momentum: float = BN_MOMENTUM
+    epsilon: float = BN_EPS
+    dtype: Any = jnp.float32
+    axis_name: Any = None
+    zero_init: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.zeros if self.zero_init else nn.initializers.ones,
+                           (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        act = activation(self.act) if self.act else None
+        x = x.astype(self.dtype)
+        if self.use_running_average:
+            return inference_bn_act(x, ra_mean.value, ra_var.value, scale, bias, act, eps=self.epsilon)
+        if self.is_initializing():  # as Flax: init may run outside the mapped axis
+            return batch_norm_act(x, scale, bias, act, eps=self.epsilon)[0]
+        y, mean, var = batch_norm_act(x, scale, bias, act, eps=self.epsilon, axis_name=self.axis_name)
+        n = x.size // c  # values per channel, over all synchronised devices
+        if self.axis_name is not None:
+            n = n * jax.lax.psum(1, self.axis_name)
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
+        ra_var.value = m * ra_var.value + (1 - m) * jax.lax.stop_gradient(var * n / jnp.maximum(n - 1, 1))
+        return y
+
+
+def batch_norm(train: bool, dtype, *, act: Optional[str] = None, zero_init: bool = False,
+               axis_name=None, name=None):
+    """BatchNorm (+ `act`) with pycls's eps/momentum; zero_init sets gamma to 0 (last BN of a
+    residual branch)."""
+    return BatchNorm(use_running_average=not train, act=act, dtype=dtype, axis_name=axis_name,
+                     zero_init=zero_init, name=name)
 
 
 def dense(features: int, dtype, name=None):
