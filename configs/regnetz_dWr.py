@@ -10,13 +10,11 @@ multi-device machine (global batch 2048; any batch works, the learning rate scal
 
 Expect (:demo): RegNetZ-500MF scaled down by dWr (factor 0.25: 12.6 MF, 1.7M params) with a
 CIFAR stem at 32 px on the embedded 10k-image CIFAR-10 subset (data.name='demo'), 150 steps of
-batch 64 (~1 epoch), LAMB. Measured (2026-11-23, exactly the :demo command above, on the shared
-2-core CPU with load average ~8 from other jobs, XLA:CPU float32, lax grouped convs):
-top-1 24.4% (EMA 24.6%), top-5 82.8% on the 2000 demo test images (chance: 10%), 22.5 minutes
-wall clock but only 5.1 CPU-minutes (the job got ~1/4 of the cores; 12-27 images/s), so a few
-minutes on an idle 2-core machine. The 30% goal was not reached in
-this budget; on an idle machine or with the fast CPU convolutions of fastscale_jax.ops, raise
---config.train.num_train_steps (e.g. 600) for a clearly better model.
+batch 64 (~1 epoch), LAMB. Measured (2026-11-23 19:53 UTC, the :demo command above on the idle
+2-core CPU, float32, oneDNN convs): top-1 25.5% (EMA 25.0%), top-5 84.0% on the 2000 demo test
+images (chance: 10%) in 200 s wall clock (~100 training images/s). The
+30% goal is not reached in this budget; raise --config.train.num_train_steps (e.g. 600) for a
+clearly better model.
 
 Arg: a flops target ('1GF' ... '32GF', '800MF'; default '4GF'), a plain factor ('4'), or 'demo'.
 Scaling lives in config.scaling: --config.scaling.kind=dwr, --config.scaling.alpha=0.5 (alpha

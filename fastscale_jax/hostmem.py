@@ -6,12 +6,14 @@ mmap, or from per-thread arenas that are trimmed back to the kernel, so every st
 its working memory in afresh: on the 2-core test VM, a RegNetY-800MF batch-32 train step took
 4.1M minor page faults and 13 s of system time over 7 steps. Keeping freed memory in the
 process (no mmap for large blocks, no trimming, one arena) removes ~80% of the faults and
-makes the step ~20% faster (benchmarks/RESULTS.md §4b); PyTorch's CPU steps gain too.
+makes the step ~20% faster (benchmarks/RESULTS.md §4a); PyTorch's CPU steps gain too.
 
 The cost is that the process keeps its peak heap instead of returning it to the system, and
-that all threads share one malloc arena (fine for training, where allocations are few and
-large). The settings only take effect for threads that have not allocated yet, so
-`tune_for_cpu()` must run before the first JAX computation: `launch.py` calls it first thing.
+that all threads share one malloc arena: its lock slows multi-threaded work that mallocs a
+lot (XLA's compiler, tf.data), which made the small, data-bound `:demo` run ~7% slower. So
+`launch.py` applies it only to steps with enough activations to gain
+(`fastscale_jax.main.tune_host_malloc`, config.host_malloc). The settings only take effect for
+threads that have not allocated yet: call `tune_for_cpu()` before the first JAX computation.
 
 `FASTSCALE_HOST_MALLOC=off` disables it, `=on` forces it even when an accelerator is present.
 """

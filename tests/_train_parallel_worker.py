@@ -44,13 +44,14 @@ def equal(out_path):
     tmp = os.path.dirname(out_path)
     results = {}
     params = {}
-    for mode in ("pmap", "shard_map"):
+    for mode in ("pmap", "shard_map", "pmap_sync_bn", "shard_map_sync_bn"):
         wd = os.path.join(tmp, mode)
-        res = loop.train_and_evaluate(tiny_config(mode), wd, data=SyntheticData(num_eval=21),
-                                      spec=SPEC)
+        c = tiny_config(mode.replace("_sync_bn", ""))
+        c.train.sync_bn = mode.endswith("sync_bn")  # BN statistics over the global batch
+        res = loop.train_and_evaluate(c, wd, data=SyntheticData(num_eval=21), spec=SPEC)
         results[mode] = {k: v for k, v in res.items()}
         meta = ckpt_lib.Checkpointer(wd).read_meta()
-        assert meta["parallel"] == mode
+        assert meta["parallel"] == c.parallel
         # the saved params, read back as flat numpy arrays
         ck = ckpt_lib.Checkpointer(wd)
         import orbax.checkpoint as ocp
@@ -59,7 +60,8 @@ def equal(out_path):
             state=ocp.args.StandardRestore()))["state"]
         params[mode] = [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
         ck.close()
-    diffs = [float(np.max(np.abs(a - b))) for a, b in zip(params["pmap"], params["shard_map"])]
+    def max_diff(a, b):
+        return max(float(np.max(np.abs(x - y))) for x, y in zip(params[a], params[b]))
     # a global batch that does not split over 8 devices: a clear error
     try:
         loop.train_and_evaluate(tiny_config("pmap", batch=12), os.path.join(tmp, "bad"),
@@ -68,7 +70,9 @@ def equal(out_path):
     except ValueError as e:
         bad = str(e)
     with open(out_path, "w") as f:
-        json.dump({"results": results, "max_param_diff": max(diffs), "n": len(diffs),
+        json.dump({"results": results, "max_param_diff": max_diff("pmap", "shard_map"),
+                   "max_param_diff_sync_bn": max_diff("pmap_sync_bn", "shard_map_sync_bn"),
+                   "sync_vs_local_param_diff": max_diff("pmap", "pmap_sync_bn"),
                    "bad_batch_error": bad}, f)
 
 

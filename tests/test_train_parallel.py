@@ -1,5 +1,5 @@
 """Data parallelism in subprocesses (the device count is fixed when jax starts):
-pmap and jit(shard_map) agree on 8 fake CPU devices; a 2-process CPU run (jax.distributed,
+pmap and jit(shard_map) agree on 8 fake CPU devices, with and without synchronised BN; a 2-process CPU run (jax.distributed,
 gloo collectives) completes and both processes agree."""
 
 import json
@@ -37,6 +37,13 @@ def test_pmap_equals_shard_map_on_8_devices(tmp_path):
     assert pm["count"] == sm["count"] == 21
     assert abs(pm["top1"] - sm["top1"]) < 1e-6
     assert "not divisible by the number of devices (8)" in r["bad_batch_error"]
+    # train.sync_bn: BN statistics over the global batch (16) instead of each device's 2
+    # images; pmap and shard_map agree, and the training differs from per-device BN.
+    ps, ss = r["results"]["pmap_sync_bn"], r["results"]["shard_map_sync_bn"]
+    for a, b in zip(ps["losses"], ss["losses"]):
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (ps["losses"], ss["losses"])
+    assert r["max_param_diff_sync_bn"] < 1e-5, r["max_param_diff_sync_bn"]
+    assert r["sync_vs_local_param_diff"] > 1e-4, r["sync_vs_local_param_diff"]
 
 
 def _free_port():

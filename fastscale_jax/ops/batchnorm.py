@@ -5,13 +5,14 @@ statistics, applies `scale`/`bias` per channel and then `act`. Its value and gra
 of the plain formula; what differs is the backward pass. Autodiff through the formula keeps the
 centred activations `x - mean` and walks the mean and variance computations in several passes.
 The rule here keeps only `x` (which the convolution producing it keeps anyway), recomputes the
-normalised value and the activation's derivative inside one reduction and one elementwise pass:
+normalised value and the activation's derivative in one reduction and one elementwise pass:
 
     dx = scale / sqrt(var + eps) * (gz - mean(gz) - xhat * mean(gz * xhat))
 
 where `gz` is the gradient at the activation's input and `xhat` the normalised `x`. On the
-2-core CPU this makes BN+ReLU fwd+bwd 1.3-1.8x faster than Flax's BatchNorm
-(`benchmarks/RESULTS.md` §4b).
+2-core CPU, BN + activation fwd+bwd on large tensors ran 1.2-1.9x faster than Flax's
+BatchNorm with glibc's default allocator (fewer temporaries to page-fault in) and on par with
+it once `fastscale_jax.hostmem` keeps freed memory (`benchmarks/RESULTS.md` §4a).
 
 With `axis_name` the statistics (and the two means in the backward pass) are averaged over that
 pmap/shard_map/vmap axis: synchronised BN, with the same gradients as autodiff through
