@@ -43,7 +43,7 @@ def tune_host_malloc(config, mode: str) -> str:
     ('auto' | 'on' | 'off'); must run before JAX starts. Returns a one-line description.
 
     'auto' applies it for train/eval/benchmark runs whose per-step activations reach
-    HOST_MALLOC_AUTO_MIN_MIB (the demo config: ~66 MiB, off; RegNetY-800MF at 224 px, batch 8:
+    HOST_MALLOC_AUTO_MIN_MIB (the demo config: ~63 MiB, off; RegNetY-800MF at 224 px, batch 8:
     ~160 MiB, on). hostmem itself skips it when an accelerator backend is installed.
     """
     from fastscale_jax import hostmem
