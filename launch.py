@@ -54,7 +54,7 @@ def main(argv):
             # Before anything starts JAX: allocator settings only reach threads that have not
             # yet allocated (config.host_malloc; fastscale_jax/hostmem.py).
             print(fs_main.tune_host_malloc(config, mode), flush=True)
-        fs_main.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.mode)
+        fs_main.run(config, flags.FLAGS.workdir, mode)
     except (ValueError, FileNotFoundError) as e:  # user errors: a message, not a traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

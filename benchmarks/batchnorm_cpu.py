@@ -22,8 +22,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import conv_cpu  # noqa: E402  (imports jax but starts no backend before main() tunes malloc)
 
-from fastscale_jax import hostmem  # noqa: E402
-
 SHAPES = [(32, 112, 112, 32), (32, 56, 56, 64), (32, 28, 28, 128), (32, 14, 14, 320), (8, 56, 56, 64)]
 ACTS = ("relu", "silu")
 
@@ -86,10 +84,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--default-malloc", action="store_true",
-                    help="keep glibc's defaults (else fastscale_jax.hostmem.tune_for_cpu())")
+    conv_cpu.add_malloc_flag(ap)
     args = ap.parse_args()
-    malloc = "host malloc: glibc defaults" if args.default_malloc else hostmem.tune_for_cpu(force=True)
+    malloc = conv_cpu.apply_malloc(args)
     import jax
 
     threads = conv_cpu.jax_cpu_cores()

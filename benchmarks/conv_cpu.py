@@ -304,6 +304,18 @@ def run_models(args, threads):
                 print(f"#   torch model for {name}: {src}")
 
 
+def add_malloc_flag(ap):
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="keep glibc's default allocator settings (by default the process runs "
+                         "with fastscale_jax.hostmem.tune_for_cpu(), as launch.py does for big "
+                         "steps; it applies to the torch calls in this process too)")
+
+
+def apply_malloc(args) -> str:
+    """Tune the allocator unless --default-malloc (call before JAX starts); a header line."""
+    return "host malloc: glibc defaults" if args.default_malloc else hostmem.tune_for_cpu(force=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--impls", default="lax,auto", help="JAX impls to time (comma list of "
@@ -331,13 +343,9 @@ def main():
                          "the first 2-3 calls, then runs from reused memory")
     ap.add_argument("--model-cell-seconds", type=float, default=20.0)
     ap.add_argument("--skip-convs", action="store_true", help="only the --models part")
-    ap.add_argument("--default-malloc", action="store_true",
-                    help="keep glibc's default allocator settings (by default the process runs "
-                         "with fastscale_jax.hostmem.tune_for_cpu(), as launch.py does; it "
-                         "applies to the torch calls in this process too)")
+    add_malloc_flag(ap)
     args = ap.parse_args()
-    malloc = ("host malloc: glibc defaults" if args.default_malloc
-              else hostmem.tune_for_cpu(force=True))  # before jax.default_backend() starts JAX
+    malloc = apply_malloc(args)  # before jax.default_backend() starts JAX
     threads = [int(t) for t in args.torch_threads.split(",")] if args.torch_threads else [jax_cpu_cores()]
     versions = f"jax {jax.__version__}, backend {jax.default_backend()}"
     try:

@@ -64,13 +64,16 @@ def tune_host_malloc(config, mode: str) -> str:
 def step_activation_mib(config, mode: str) -> float:
     """Activations of one step in MiB: complexity 'acts' per image x batch x bytes per value,
     for the largest model of the run (timing.* settings in benchmark mode)."""
+    import jax.numpy as jnp
+
     from fastscale_jax import config as config_lib
     from fastscale_jax.complexity import complexity
+    from fastscale_jax.models import resolve_dtype
 
-    dtype = str(config.model.dtype)
+    dtype = config.model.dtype
     if mode == "benchmark":
         batch, res = config.timing.batch_size, config.timing.get("resolution")
-        dtype = str(config.timing.get("dtype") or dtype)
+        dtype = config.timing.get("dtype") or dtype
         specs = [spec for _, spec in config_lib.resolve_family(config)]
     else:
         batch = config.train.global_batch_size
@@ -78,7 +81,7 @@ def step_activation_mib(config, mode: str) -> float:
             batch = config.train.get("eval_batch_size") or batch
         res, specs = None, [config_lib.resolve_spec(config)]
     acts = max(complexity(spec, res)["acts"] for spec in specs)
-    return acts * batch * (2 if "16" in dtype else 4) / 2**20
+    return acts * batch * jnp.dtype(resolve_dtype(dtype)).itemsize / 2**20
 
 
 def run_complexity(config, workdir: str | None = None) -> str:

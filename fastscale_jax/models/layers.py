@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fastscale_jax.ops.batchnorm import batch_norm_act, inference_bn_act
+from fastscale_jax.ops.batchnorm import batch_norm_act, inference_bn_act, values_per_channel
 from fastscale_jax.ops.conv import conv2d
 
 BN_EPS = 1e-5
@@ -103,9 +103,7 @@ class BatchNorm(nn.Module):
         if self.is_initializing():  # as Flax: init may run outside the mapped axis
             return batch_norm_act(x, scale, bias, act, eps=self.epsilon)[0]
         y, mean, var = batch_norm_act(x, scale, bias, act, eps=self.epsilon, axis_name=self.axis_name)
-        n = x.size // c  # values per channel, over all synchronised devices
-        if self.axis_name is not None:
-            n = n * jax.lax.psum(1, self.axis_name)
+        n = values_per_channel(x, self.axis_name)
         m = self.momentum
         ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
         ra_var.value = m * ra_var.value + (1 - m) * jax.lax.stop_gradient(var * n / jnp.maximum(n - 1, 1))

@@ -29,12 +29,20 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+
 def _identity(z):
     return z
 
 
 def _pmean(v, axis_name):
     return v if axis_name is None else lax.pmean(v, axis_name)
+
+
+def values_per_channel(x, axis_name=None):
+    """How many values each channel's statistics average over: N*H*W of `x`, times the size
+    of `axis_name` when synchronised."""
+    n = x.size // x.shape[-1]
+    return n if axis_name is None else n * lax.psum(1, axis_name)
 
 
 def _moments(x, axis_name):
@@ -78,13 +86,13 @@ def _bn_act_bwd(act, eps, axis_name, res, cts):
     (gz,) = act_vjp(g_y.astype(jnp.float32))
     d_bias = jnp.sum(gz, axes)
     d_scale = jnp.sum(gz * xhat, axes)
-    n_local = x.size // x.shape[-1]
+    n_local = values_per_channel(x)
     m_gz, m_gzx = _pmean((d_bias / n_local, d_scale / n_local), axis_name)
     # The statistics are outputs too (for the running averages). Their cotangents are usually
     # zero, but the rule stays exact: d mean / dx = 1 / n, d var / dx = 2 (x - mean) / n, with
     # n and the cotangents summed over the devices when synchronised (as pmean transposes).
     dx = (scale * inv) * (gz - m_gz - xhat * m_gzx)
-    n = n_local if axis_name is None else n_local * lax.psum(1, axis_name)
+    n = values_per_channel(x, axis_name)
     for g, dx_dstat in ((g_mean, 1.0), (g_var, 2.0 * xc)):
         if not isinstance(g, SymbolicZero):
             dx = dx + (g if axis_name is None else lax.psum(g, axis_name)) * dx_dstat / n
