@@ -26,7 +26,17 @@ def run(config, workdir: str | None = None, mode: str = "train"):
         return run_complexity(config, workdir)
     if workdir is None:
         raise ValueError(f"--mode {mode} needs --workdir DIR (where results and checkpoints go)")
+    created = not os.path.exists(workdir)
     os.makedirs(workdir, exist_ok=True)
+    try:
+        return _run_in_workdir(config, workdir, mode)
+    except BaseException:
+        if created:
+            _remove_if_no_files(workdir)
+        raise
+
+
+def _run_in_workdir(config, workdir: str, mode: str):
     if mode == "benchmark":
         from fastscale_jax.timing.benchmark import run_benchmark
 
@@ -36,6 +46,15 @@ def run(config, workdir: str | None = None, mode: str = "train"):
     if mode == "eval":
         return evaluate(config, workdir)
     return train_and_evaluate(config, workdir)
+
+
+def _remove_if_no_files(workdir: str) -> None:
+    """Delete a workdir this run created if it failed before writing any file into it (a run
+    that fails at start-up leaves nothing behind; anything with a file in it is kept)."""
+    import shutil
+
+    if not any(files for _, _, files in os.walk(workdir)):
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def tune_host_malloc(config, mode: str) -> str:

@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from fastscale_jax._extras import require
+
 FORMAT = "fastscale_jax.converted/1"
 META_FILE = "fastscale_meta.json"
 VARIABLES_DIR = "variables"
@@ -60,21 +62,13 @@ def read_checkpoint(path: str, key: str | None = None, *, trust_pickle: bool = F
         raise FileNotFoundError(f"checkpoint {path!r} does not exist or is not a file")
     kind = _sniff(path)
     if kind == "safetensors":
-        try:
-            from safetensors.numpy import load_file
-        except ImportError as e:
-            raise ImportError("reading .safetensors needs the safetensors package: "
-                              "pip install safetensors") from e
+        load_file = require("safetensors.numpy", "torch", "reading .safetensors").load_file
         try:
             obj = load_file(path)
         except Exception as e:  # noqa: BLE001  (safetensors raises its own error types)
             raise ValueError(f"{path!r} is not a readable safetensors file: {e}") from e
     elif kind == "torch":
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(f"reading the PyTorch checkpoint {path!r} needs torch "
-                              "(pip install torch; or convert it to .safetensors)") from e
+        torch = require("torch", "torch", f"reading the PyTorch checkpoint {path!r}")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
         except Exception as e:  # noqa: BLE001

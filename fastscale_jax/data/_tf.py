@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import functools
 
+from fastscale_jax._extras import require
+
+FEATURE = "the input pipeline (fastscale_jax.data)"
+
 
 @functools.lru_cache(maxsize=None)
 def tf():
-    import tensorflow as tf_module
+    tf_module = require("tensorflow", "train", FEATURE)
 
     try:
         tf_module.config.set_visible_devices([], "GPU")
@@ -24,9 +28,7 @@ def tf():
 @functools.lru_cache(maxsize=None)
 def tfds():
     tf()  # hide the accelerators first
-    import tensorflow_datasets as tfds_module
-
-    return tfds_module
+    return require("tensorflow_datasets", "train", FEATURE)
 
 
 def no_autograph(fn):

@@ -232,7 +232,9 @@ class DemoSource(Source):
 
 
 def _not_prepared_message(name, data_dir_used, data_dir_cfg):
-    shown = data_dir_cfg or "~/tensorflow_datasets (TFDS default)"
+    # a real path in every command, so that they can be copied as they are
+    shown = (data_dir_cfg or os.environ.get("TFDS_DATA_DIR")
+             or os.path.expanduser("~/tensorflow_datasets"))
     if name.split("/")[0] == "imagenet2012":
         how = (f"ImageNet must be downloaded by hand: put ILSVRC2012_img_train.tar and "
                f"ILSVRC2012_img_val.tar into {shown}/downloads/manual/ and run "
@@ -240,9 +242,11 @@ def _not_prepared_message(name, data_dir_used, data_dir_cfg):
     else:
         how = (f"prepare it once with `tfds build {name} --data_dir {shown}` on a machine with "
                f"internet access (then copy the data_dir), or set data.download=True")
-    return (f"TFDS dataset {name!r} is not prepared in data_dir={shown!r} (looked in "
-            f"{data_dir_used!r}). To fix: {how}; or point data.data_dir at the directory that "
-            "holds it.")
+    where = (f"data_dir={shown!r}" if data_dir_cfg else
+             f"TFDS's default data_dir {shown!r} (data.data_dir is not set)")
+    looked = f" (looked in {data_dir_used!r})" if data_dir_used else ""
+    return (f"TFDS dataset {name!r} is not prepared in {where}{looked}. To fix: {how}; or "
+            "point data.data_dir at the directory that holds it.")
 
 
 class TFDSSource(Source):

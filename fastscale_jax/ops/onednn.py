@@ -6,10 +6,10 @@ kernels for all of them. This module compiles a small C++ shim (csrc/onednn_conv
 handlers calling oneDNN) on first use, caches the shared library, and registers it with JAX.
 
 Requirements, all checked at first use (`status()` says what is missing):
-  * oneDNN 3.x headers and library: on Linux x86_64 fastscale-jax depends on Intel's
-    onednn-cpu-gomp and onednn-devel-cpu-gomp wheels, which put them under sys.prefix;
-    elsewhere point $FASTSCALE_ONEDNN_ROOT at a prefix with include/oneapi/dnnl/ and
-    lib/libdnnl.so.
+  * oneDNN 3.x headers and library: on Linux x86_64 the 'cpu' extra
+    (pip install 'fastscale-jax[cpu]') brings Intel's onednn-cpu-gomp and
+    onednn-devel-cpu-gomp wheels, which put them under their prefix; elsewhere point
+    $FASTSCALE_ONEDNN_ROOT at a prefix with include/oneapi/dnnl/ and lib/libdnnl.so.
   * a C++17 compiler ($CXX, else g++ or c++) and jaxlib's FFI headers (shipped with jaxlib).
 If any is missing the formulation is unavailable and conv2d's 'auto' uses the XLA ones.
 $FASTSCALE_ONEDNN=0 turns it off. The library is cached under $FASTSCALE_CACHE_DIR (default
@@ -22,7 +22,6 @@ padding leaves a non-negative right padding (every stride 1 and 2 conv; `support
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
 import glob
 import hashlib
@@ -37,13 +36,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from fastscale_jax._extras import install_line
 from fastscale_jax.ops.conv_cpu import out_size
 
 ENV_DISABLE = "FASTSCALE_ONEDNN"
 ENV_ROOT = "FASTSCALE_ONEDNN_ROOT"
 ENV_CACHE = "FASTSCALE_CACHE_DIR"
-INSTALL_HINT = ("pip install 'onednn-cpu-gomp==2023.2.0' 'onednn-devel-cpu-gomp==2023.2.0' (Linux "
-                "x86_64; a dependency of fastscale-jax there), or set $FASTSCALE_ONEDNN_ROOT")
+INSTALL_HINT = (f"{install_line('cpu')} (Linux x86_64: Intel's oneDNN wheels), or set "
+                "$FASTSCALE_ONEDNN_ROOT")
 
 _SOURCE = Path(__file__).parent / "csrc" / "onednn_conv.cc"
 _TARGETS = {  # FFI target name -> exported handler symbol
@@ -62,7 +62,20 @@ def _roots():
     if env:
         return [Path(env)]
     prefixes = [sys.prefix, site.getuserbase(), sys.base_prefix, "/usr/local", "/usr"]
-    return [Path(p) for p in dict.fromkeys(prefixes)]
+    return [Path(p) for p in dict.fromkeys([*_wheel_prefixes(), *prefixes])]
+
+
+def _wheel_prefixes() -> list[str]:
+    """Prefixes where the onednn-devel-cpu-gomp wheel put its headers (include/oneapi/dnnl/),
+    wherever its site-packages is (a venv, --user, a site dir added by a .pth file)."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("onednn-devel-cpu-gomp")
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    headers = [f for f in dist.files or [] if str(f).endswith("oneapi/dnnl/dnnl_version.h")]
+    return [str(Path(dist.locate_file(f)).resolve().parents[3]) for f in headers]
 
 
 def find_onednn() -> tuple[Path, Path]:
@@ -131,6 +144,8 @@ def build() -> Path:
     if target.is_file():
         return target
     cxx = _compiler()
+    import fcntl  # POSIX only: imported here so that importing this module works everywhere
+
     with open(cache / "build.lock", "w") as lock:  # one compile at a time per cache dir
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.is_file():

@@ -29,10 +29,14 @@ def _ok(rows, key):
             and float(r[key]) > 0]
 
 
+def _is_family(row) -> bool:
+    return bool(row.get("kind")) and row.get("kind") not in ("zoo", "none")
+
+
 def _label(row) -> str:
-    kind = row.get("kind")
-    if kind and kind not in ("zoo", "none"):
-        return f"{kind} x{row.get('factor', 1):g}"
+    """A point's text: the factor ('x16') in a family (the kind is its colour), else the name."""
+    if _is_family(row):
+        return f"x{row.get('factor', 1):g}"
     return str(row.get("name") or row.get("model", ""))
 
 
@@ -47,10 +51,16 @@ def runtime_vs_complexity(rows: list[dict], mode: str, path: str, env: dict | No
         x = [r[feat] for r in rows]
         y = [r[key] for r in rows]
         r = pearson_r(x, y)
-        ax.scatter(x, y, s=18)
-        if len(rows) <= 40:
+        for kind, rs in _by_kind(rows).items():  # one colour per scaling kind, in the legend
+            ax.scatter([q[feat] for q in rs], [q[key] for q in rs], s=18,
+                       label=kind if _is_family(rs[0]) else None)
+        if len(rows) <= 40:  # labels offset from their point and clipped to the panel
             for xi, yi, row in zip(x, y, rows):
-                ax.annotate(_label(row), (xi, yi), fontsize=6, alpha=0.6)
+                ax.annotate(_label(row), (xi, yi), xytext=(3, 3), textcoords="offset points",
+                            fontsize=6, alpha=0.7, annotation_clip=True, clip_on=True)
+        ax.margins(0.08)
+        if ax is axes[0] and any(_is_family(q) for q in rows):
+            ax.legend(fontsize=7, title="scaling", title_fontsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel(f"{mode} time per batch (ms)")
         ax.set_title(f"{mode} vs {feat}: Pearson r = {r:.3f}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from fastscale_jax._extras import require
+
 
 class MetricWriter:
     """Appends {'step', 'split', ...} records to WORKDIR/metrics.jsonl (and TensorBoard)."""
@@ -15,8 +17,7 @@ class MetricWriter:
         self._tb = None
         if enabled and tensorboard:
             try:
-                import tensorflow as tf  # the training layer may import TF
-
+                tf = require("tensorflow", "train", "TensorBoard events")
                 self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
             except Exception as e:  # TensorBoard is optional
                 print(f"warning: no TensorBoard events ({type(e).__name__}: {e})")
