@@ -11,6 +11,7 @@ cuda12 / tpu (JAX for accelerators), all (train + cpu + torch).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 
 class MissingExtra(ImportError):
@@ -21,6 +22,17 @@ class MissingExtra(ImportError):
 def install_line(extra: str) -> str:
     """The pip command that installs `extra` ("pip install 'fastscale-jax[train]'")."""
     return f"pip install 'fastscale-jax[{extra}]'"
+
+
+def _missing(module: str, extra: str, feature: str) -> MissingExtra:
+    return MissingExtra(f"{feature} needs {module.split('.')[0]}, which is not installed: "
+                        f"{install_line(extra)}")
+
+
+def check(module: str, extra: str, feature: str) -> None:
+    """Raise MissingExtra unless `module` is installed (found without importing it)."""
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise _missing(module, extra, feature)
 
 
 def require(module: str, extra: str, feature: str):
@@ -35,5 +47,4 @@ def require(module: str, extra: str, feature: str):
         top = module.split(".")[0]
         if e.name is None or e.name.split(".")[0] != top:
             raise
-        raise MissingExtra(f"{feature} needs {top}, which is not installed: "
-                           f"{install_line(extra)}") from None
+        raise _missing(module, extra, feature) from None

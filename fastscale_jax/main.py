@@ -26,6 +26,10 @@ def run(config, workdir: str | None = None, mode: str = "train"):
         return run_complexity(config, workdir)
     if workdir is None:
         raise ValueError(f"--mode {mode} needs --workdir DIR (where results and checkpoints go)")
+    if mode in ("train", "eval"):  # before the workdir is touched: say which extra is missing
+        from fastscale_jax._extras import check
+
+        check("tensorflow", "train", f"--mode {mode} (its tf.data input pipeline)")
     created = not os.path.exists(workdir)
     os.makedirs(workdir, exist_ok=True)
     try:
@@ -53,7 +57,7 @@ def _remove_if_no_files(workdir: str) -> None:
     that fails at start-up leaves nothing behind; anything with a file in it is kept)."""
     import shutil
 
-    if not any(files for _, _, files in os.walk(workdir)):
+    if not any(set(files) - {".lock"} for _, _, files in os.walk(workdir)):  # .lock: workdir.py
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -13,13 +13,37 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(os.path.dirname(HERE), "colabs")
 
-INSTALL = '''# Runtime: a CPU runtime is enough for the default (small) settings.
-# Installs fastscale_jax when it is not importable: set FASTSCALE_JAX_SOURCE to a git URL or a
-# local clone (e.g. "git+https://github.com/<you>/fastscale_jax" or "/content/fastscale_jax").
-import importlib.util, os, subprocess, sys
-if importlib.util.find_spec("fastscale_jax") is None:
-    src = os.environ.get("FASTSCALE_JAX_SOURCE", "fastscale-jax")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", src])'''
+
+def install_cell(extras: str = "train,cpu") -> str:
+    """The first code cell: install fastscale-jax[extras] unless it is importable, detect a
+    folder that shadows the package, and say where the package was imported from."""
+    return f'''# Installs fastscale-jax[{extras}] unless it is already installed (a CPU runtime is enough for the
+# default, small settings). Not on your package index? Set FASTSCALE_JAX_SOURCE first, e.g.
+#   %env FASTSCALE_JAX_SOURCE=git+https://github.com/<owner>/fastscale_jax
+#   %env FASTSCALE_JAX_SOURCE=/content/fastscale_jax-0.1.0-py3-none-any.whl   (or a clone's folder)
+import importlib, importlib.util, os, subprocess, sys
+EXTRAS = "{extras}"
+def _shadow():  # a folder named fastscale_jax (e.g. a clone) that Python imports as an empty namespace
+    found = importlib.util.find_spec("fastscale_jax")
+    return list(found.submodule_search_locations)[0] if found and found.origin is None else None
+found, folder = importlib.util.find_spec("fastscale_jax"), _shadow()
+if found is None or folder:
+    src = os.environ.get("FASTSCALE_JAX_SOURCE") or (
+        folder if folder and os.path.isfile(os.path.join(folder, "pyproject.toml")) else "")
+    req = (f"fastscale-jax[{{EXTRAS}}] @ {{src}}" if "://" in src or src.startswith("git+") else
+           f"{{src}}[{{EXTRAS}}]" if src else f"fastscale-jax[{{EXTRAS}}]")
+    if subprocess.call([sys.executable, "-m", "pip", "install", "-q", req]) != 0:
+        raise RuntimeError(f"pip could not install {{req!r}}. Set FASTSCALE_JAX_SOURCE to a git URL "
+                           "(git+https://github.com/<owner>/fastscale_jax) or a wheel's path, then re-run.")
+    importlib.invalidate_caches()
+    if _shadow():
+        raise RuntimeError(f"the folder {{_shadow()}} hides the installed fastscale_jax package: run "
+                           f"os.chdir({{_shadow()!r}}) (a clone's root holds the package) or rename it.")
+import fastscale_jax
+print("fastscale_jax", fastscale_jax.__version__, "from", os.path.dirname(fastscale_jax.__file__))'''
+
+
+INSTALL = install_cell()  # training input + oneDNN CPU convolutions
 
 NOTEBOOKS = {}
 
@@ -30,7 +54,7 @@ NOTEBOOKS["01_scaling_explorer.ipynb"] = [
 model zoo, count a model's complexity, scale it with d, w, r, dwr and dWr, and see how flops,
 params and activations grow — the paper's Tables 1–3 made tangible. Flops are multiply-adds,
 counted for one image at the model's train resolution, exactly as pycls counts them."""),
-    new_code_cell(INSTALL),
+    new_code_cell(install_cell("cpu")),
     new_code_cell('''%matplotlib inline
 import fastscale_jax as fs
 from fastscale_jax import report
@@ -90,7 +114,7 @@ r, fits `time = a*flops + b*acts + c`, and predicts the cost of a model before t
 
 Defaults are small so that a CPU runtime finishes in a few minutes. On a GPU runtime set
 `BASE_RES = None`, `BATCH = 64` and `MODES = ("inference", "train_step")`."""),
-    new_code_cell(INSTALL),
+    new_code_cell(install_cell("cpu")),
     new_code_cell('''%matplotlib inline
 import jax
 import fastscale_jax as fs
@@ -141,21 +165,15 @@ curves — the same code path as `python launch.py --config configs/regnetz_dWr.
 
 Defaults are a few dozen steps so that a CPU runtime finishes in minutes; set `STEPS = 600`
 for a clearly better model. For ImageNet on a GPU/TPU runtime, use the 4GF recipe:
-`config = regnetz_dWr.get_config("4GF")`, `config.data.name = "imagenet2012"` and
+`config = configs.load("regnetz_dWr:4GF")`, `config.data.name = "imagenet2012"` and
 `config.data.data_dir = "<your TFDS dir>"` (prepare it with `tfds build imagenet2012`)."""),
     new_code_cell(INSTALL),
     new_code_cell('''%matplotlib inline
-import importlib.util, json, os, pathlib, tempfile
-import fastscale_jax as fs
-from fastscale_jax import config as config_lib, main, report
-
-# The recipe lives in configs/regnetz_dWr.py of the repository (next to the package).
-path = pathlib.Path(fs.__file__).resolve().parents[1] / "configs" / "regnetz_dWr.py"
-mod = importlib.util.spec_from_file_location("regnetz_dWr", path)
-regnetz_dWr = importlib.util.module_from_spec(mod); mod.loader.exec_module(regnetz_dWr)
+import json, os, tempfile
+from fastscale_jax import config as config_lib, configs, main, report
 
 STEPS = 30
-config = regnetz_dWr.get_config("demo")
+config = configs.load("regnetz_dWr:demo")   # the packaged configs/regnetz_dWr.py, arg 'demo'
 config.train.num_train_steps = STEPS
 config.train.global_batch_size = 32
 config.train.progress = False
@@ -197,7 +215,7 @@ notebook runs offline) it writes a stand-in pycls checkpoint with *random* weigh
 predictions below are then meaningless, but every step is the real one.
 Needs PyTorch only to read `.pyth`/`.pth` pickles: `pip install torch` (CPU is fine) and, for the
 stand-in, `pip install --no-deps pycls==0.1.1 yacs simplejson`."""),
-    new_code_cell(INSTALL),
+    new_code_cell(install_cell("train,cpu,torch")),
     new_code_cell('''%matplotlib inline
 import os, tempfile
 import jax, numpy as np
