@@ -30,8 +30,10 @@ def run(config, workdir: str | None = None, mode: str = "train"):
         from fastscale_jax._extras import check
 
         check("tensorflow", "train", f"--mode {mode} (its tf.data input pipeline)")
+    from fastscale_jax.workdir import prepare
+
     created = not os.path.exists(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    prepare(workdir, create=mode != "eval")  # eval: an existing run's folder, never created
     try:
         return _run_in_workdir(config, workdir, mode)
     except BaseException:
@@ -87,11 +89,8 @@ def tune_host_malloc(config, mode: str) -> str:
 def step_activation_mib(config, mode: str) -> float:
     """Activations of one step in MiB: complexity 'acts' per image x batch x bytes per value,
     for the largest model of the run (timing.* settings in benchmark mode)."""
-    import jax.numpy as jnp
-
     from fastscale_jax import config as config_lib
-    from fastscale_jax.complexity import complexity
-    from fastscale_jax.models import resolve_dtype
+    from fastscale_jax.memory import activation_bytes
 
     dtype = config.model.dtype
     if mode == "benchmark":
@@ -103,8 +102,7 @@ def step_activation_mib(config, mode: str) -> float:
         if mode == "eval":
             batch = config.train.get("eval_batch_size") or batch
         res, specs = None, [config_lib.resolve_spec(config)]
-    acts = max(complexity(spec, res)["acts"] for spec in specs)
-    return acts * batch * jnp.dtype(resolve_dtype(dtype)).itemsize / 2**20
+    return max(activation_bytes(spec, batch, dtype, res) for spec in specs) / 2**20
 
 
 def run_complexity(config, workdir: str | None = None) -> str:

@@ -74,6 +74,9 @@ def scaling_exponents(kind: str | None = None, *, alpha: float | None = None) ->
         fa = fa if abs(float(fa) - a) < 1e-12 else Fraction(a)
         return Exponents(float((1 - fa) / 2), float(fa / 2), float(fa / 2), float((1 - fa) / 4))
     wt = _parse_weights(kind)
+    if not any(wt.values()):
+        raise ValueError(f"scaling kind {kind!r} scales nothing (every exponent weight is 0); "
+                         "give d, w or r a positive weight, e.g. 'dWr' = 'd1_w8_g8_r1'")
     total = wt["d"] + wt["w"] + wt["r"] or wt["g"] / 2 or 1.0
     return Exponents(wt["d"] / total, wt["w"] / total / 2.0, wt["g"] / total / 2.0,
                      wt["r"] / total / 2.0)
@@ -141,20 +144,37 @@ class ScaleResult(NamedTuple):
     target_flops: float
 
 
+# A flops target at or above this (multiply-adds per image) is refused: 1 PF is ~25000x
+# EfficientNet-B7 (37 GF); such a model could not be built, let alone trained.
+MAX_FLOPS_TARGET = 1e15
+_FLOPS_SUFFIXES = (("PF", 1e15), ("TF", 1e12), ("GF", 1e9), ("MF", 1e6), ("P", 1e15),
+                   ("T", 1e12), ("G", 1e9), ("M", 1e6))
+
+
 def _parse_flops(flops) -> float:
+    """A flops target (multiply-adds per image) from a number or '800MF' / '4GF' / '1.5TF'."""
+    v = None
     if isinstance(flops, str):
         s = flops.strip().upper()
-        for suffix, mult in (("GF", 1e9), ("MF", 1e6), ("G", 1e9), ("M", 1e6)):
-            if s.endswith(suffix):
-                try:
-                    return float(s[: -len(suffix)]) * mult
-                except ValueError:
-                    break
-        raise ValueError(f"cannot parse flops target {flops!r}: use a number of multiply-adds or "
-                         "a string like '4GF' or '800MF'")
-    v = float(flops)
+        suffix, mult = next(((k, m) for k, m in _FLOPS_SUFFIXES if s.endswith(k)), ("", 1.0))
+        try:
+            v = float(s[: len(s) - len(suffix)]) * mult
+        except ValueError:
+            raise ValueError(f"cannot parse flops target {flops!r}: use a number of multiply-adds "
+                             "or a string like '800MF', '4GF' or '1.5TF'") from None
+    else:
+        try:
+            v = float(flops)
+        except (TypeError, ValueError):
+            raise ValueError(f"flops target must be a number or a string like '4GF', got "
+                             f"{flops!r}") from None
     if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"flops target must be positive and finite, got {flops!r}")
+        raise ValueError(f"flops target {flops!r} must be positive and finite (multiply-adds "
+                         "per image, e.g. '4GF')")
+    if v >= MAX_FLOPS_TARGET:
+        raise ValueError(f"flops target {flops!r} is {v / 1e12:.4g} TF multiply-adds per image: "
+                         f"at or above {MAX_FLOPS_TARGET / 1e15:g} PF no model can be built or "
+                         "trained; did you mean GF or MF?")
     return v
 
 

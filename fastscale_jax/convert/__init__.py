@@ -112,6 +112,10 @@ def _as_numpy(value, name):
             raise ValueError(f"state dict entry {name!r} is not an array ({type(value).__name__})") from e
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"state dict entry {name!r} is not a numeric array (dtype {arr.dtype})")
+    bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ValueError(f"state dict entry {name!r} has {bad} NaN / inf value(s) of {arr.size}; "
+                         "the checkpoint is corrupt or was saved from a diverged run: use another")
     return arr
 
 

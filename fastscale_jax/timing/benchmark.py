@@ -18,7 +18,8 @@ Writes to workdir:
   fit.json                         per mode: time per image ~ a*flops + b*acts + c (and flops
                                    only, acts only): coefficients, R^2, leave-one-out error
 A model that fails (bad resolution, OOM, XLA error) keeps its row, with the error, and the
-sweep goes on.
+sweep goes on; when every model fails, the files are still written and run_benchmark raises
+AllModelsFailedError (launch.py: one line, exit status 2).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ from fastscale_jax.timing.fit import fit_all, format_fit
 from fastscale_jax.timing.measure import environment, time_model, validate_settings
 
 _ENV_KEYS = ("device_kind", "backend", "jax", "jaxlib", "flax")
+
+
+class AllModelsFailedError(RuntimeError, ValueError):
+    """No model of the benchmark could be timed (ValueError too: launch.py prints one line
+    and exits with status 2)."""
 
 
 def _get(cfg, path, default=None):
@@ -245,4 +251,8 @@ def run_benchmark(config, workdir: str, progress: bool = True) -> dict:
         print(f"{len(failed)} of {len(rows)} model(s) failed; see the error column")
     print(f"wrote {files['csv']}, {files['json']}, {files['fit']} and "
           f"{len(files['plots'])} plot(s) to {workdir}")
+    if rows and len(failed) == len(rows):
+        raise AllModelsFailedError(
+            f"every model failed ({len(rows)} of {len(rows)}); the first: "
+            f"{failed[0]['name']}: {failed[0]['error'][:300]} (all errors: {files['csv']})")
     return {"rows": rows, "fits": fits, "files": files, "env": env}

@@ -15,8 +15,17 @@ at the current step and returns; resuming from that off-boundary step is reprodu
 starts a new data segment there.
 
 Non-finite loss: the loop checks every step's loss at each log / checkpoint / eval point; on a
-NaN or inf it stops with NonFiniteLossError naming the first bad step. A checkpoint is saved
-only after that check, so the last checkpoint on disk is always finite.
+NaN or inf, or a finite loss above losses.divergence_limit (100 x ln(classes)), it stops with
+NonFiniteLossError naming the first bad step and the last good checkpoint. A checkpoint of the
+state after step s is written only when every array of it is finite (checked on device) and
+the loss its parameters give (step s's loss) has passed that check, so a checkpoint on disk
+never holds diverged weights; the final and the SIGTERM checkpoint are checked for finiteness.
+
+Before any work: settings are validated, the workdir is checked (a file, not writable) and
+locked by process 0 (fastscale_jax.workdir), the activation memory is checked against the
+memory available (fastscale_jax.memory), and the newest checkpoint is read back in full
+(broken ones are moved aside with a warning: checkpoint.latest_intact). A failed async save is
+reported one step after the write ends (checkpoint.CheckpointSaveError).
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ import time
 
 import numpy as np
 
+from fastscale_jax import memory
+from fastscale_jax import workdir as workdir_lib
 from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import losses, optim
 from fastscale_jax.train.distributed import maybe_initialize
@@ -43,6 +54,22 @@ class NonFiniteLossError(FloatingPointError, ValueError):
 def _stream_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(step)])
                .generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _validate_train(tcfg) -> None:
+    """ValueError for train.* settings that cannot be honoured, before any work."""
+    n = tcfg.get("num_train_steps")
+    if n is not None and n < 1:
+        raise ValueError(f"train.num_train_steps={n} must be >= 1 (or unset it: train.epochs "
+                         "then sets the run length)")
+    if n is None and not tcfg.epochs > 0:
+        raise ValueError(f"train.epochs={tcfg.epochs} must be > 0")
+    if not 0.0 <= float(tcfg.ema_decay) < 1.0:
+        raise ValueError(f"train.ema_decay={tcfg.ema_decay} must be in [0, 1) (0 = no EMA; "
+                         "e.g. 0.9999)")
+    for name in ("global_batch_size", "eval_batch_size"):
+        if tcfg.get(name) is not None and tcfg.get(name) < 1:
+            raise ValueError(f"train.{name}={tcfg.get(name)} must be >= 1")
 
 
 class _Run:
@@ -60,6 +87,8 @@ class _Run:
         optim.validate(ocfg)
         losses.validate(tcfg.loss)
         validate_parallel(config.parallel)
+        ckpt_lib.validate(config.checkpoint)
+        _validate_train(tcfg)
         if data is None:
             from fastscale_jax.data import pipeline as data
         self.data = data
@@ -86,6 +115,9 @@ class _Run:
             spec = spec.replace(num_classes=int(self.info["num_classes"]))
         self.spec = spec
         self.image_size = int(spec.resolution)
+        memory.check_fits(spec, global_batch=self.eval_batch if for_eval else self.batch,
+                          dtype=config.model.dtype, train=not for_eval)
+        self.loss_limit = losses.divergence_limit(spec.num_classes)
 
         self.steps_per_epoch = max(1, int(self.info["num_train"]) // self.batch)
         if tcfg.get("num_train_steps") is not None:
@@ -93,7 +125,8 @@ class _Run:
         else:
             self.total_steps = max(1, int(round(tcfg.epochs * self.steps_per_epoch)))
         self.lr = optim.peak_lr(ocfg, self.batch)
-        self.warmup = optim.warmup_steps(ocfg, self.steps_per_epoch)
+        self.warmup = optim.warmup_steps(ocfg, self.steps_per_epoch,
+                                         None if for_eval else self.total_steps)
         self.schedule = optim.make_schedule(ocfg, lr=self.lr, total_steps=self.total_steps,
                                             warmup=self.warmup)
         self.tx = optim.make_optimizer(ocfg, self.schedule)
@@ -103,15 +136,28 @@ class _Run:
                            if eval_every > 0 else None)
         self.ema = float(tcfg.ema_decay) > 0
 
-        self.ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.checkpoint.keep),
-                                          async_save=bool(config.checkpoint.async_save),
-                                          read_only=for_eval)
-        latest = ckpt_lib.check_compatible(self.ckpt, spec, workdir)
-        if latest is not None and not for_eval and not config.checkpoint.resume:
-            raise ValueError(f"--workdir {workdir} already has checkpoints (latest step {latest}) "
-                             "and checkpoint.resume=False; use a new --workdir or delete its "
-                             "checkpoints/ folder")
+        # one training run per workdir: process 0 holds WORKDIR/.lock until the run ends
+        self.lock = workdir_lib.acquire(workdir) if self.is_main and not for_eval else None
+        try:
+            self.ckpt = ckpt_lib.Checkpointer(workdir, keep=int(config.checkpoint.keep),
+                                              async_save=bool(config.checkpoint.async_save),
+                                              read_only=for_eval)
+            # the newest checkpoint that reads back completely (broken ones: warned, moved)
+            latest, self.restored = ckpt_lib.latest_intact(
+                self.ckpt, spec, workdir, move_broken=self.is_main and not for_eval)
+            if latest is not None and not for_eval and not config.checkpoint.resume:
+                raise ValueError(f"--workdir {workdir} already has checkpoints (latest step "
+                                 f"{latest}) and checkpoint.resume=False; use a new --workdir "
+                                 "or delete its checkpoints/ folder")
+        except BaseException:
+            self.release()
+            raise
         self.latest = latest
+
+    def release(self):
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # -- pieces that touch jax devices --------------------------------------------------
     def build(self):
@@ -128,7 +174,8 @@ class _Run:
         host_state = create_state(self.model, self.tx, image_size=self.image_size,
                                   seed=int(cfg.seed), ema=self.ema)
         if self.latest is not None:
-            host_state = self.ckpt.restore(host_state, self.latest)
+            host_state = ckpt_lib.state_from_tree(host_state, self.restored, self.latest)
+            self.restored = None
         self.host_state = host_state
         self.p_train = self.par.train_step(step_lib.make_train_body(
             train_model, self.tx, self.schedule, cfg.train, self.spec.num_classes))
@@ -218,10 +265,14 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
 
     from fastscale_jax.train.writers import MetricWriter, plot_curves
 
-    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.prepare(workdir)
     run = _Run(config, workdir, data, spec=spec)
-    _write_run_info(run)
-    run.build()
+    try:
+        _write_run_info(run)
+        run.build()
+    except BaseException:
+        run.release()
+        raise
     par = run.par
     state = par.put_state(run.host_state)
     del run.host_state
@@ -233,25 +284,44 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
     pending, window = [], []  # (step, device loss) not yet checked; metrics since last log
     losses_seen: list[float] = []
     last_saved = run.latest
+    staged = None  # (step, host state): written once the loss of its params has been checked
+
+    def stop(what):
+        run.ckpt.close()
+        good = (f"The last good checkpoint is step {last_saved} in {run.ckpt.directory}: rerun "
+                "to resume from it after changing the settings" if last_saved is not None else
+                "No checkpoint passed the checks, so the run must start over")
+        raise NonFiniteLossError(
+            f"{what}; stopping. {good}. Lower optim.base_lr, add optim.clip_grad_norm or "
+            "warmup, or use model.dtype=float32.")
 
     def check_finite():
         vals = [(s, float(np.asarray(v))) for s, v in pending]
         pending.clear()
         for s, v in vals:
-            if not math.isfinite(v):
-                run.ckpt.close()
-                raise NonFiniteLossError(
-                    f"loss is {v} at step {s} (0-based; lr {float(run.schedule(s)):.4g}); "
-                    f"stopping. The last good checkpoint is step {last_saved} in "
-                    f"{run.ckpt.directory}. Lower optim.base_lr, add optim.clip_grad_norm or "
-                    "warmup, or use model.dtype=float32.")
+            if not (math.isfinite(v) and v <= run.loss_limit):
+                why = "" if not math.isfinite(v) else f" (diverged: above {run.loss_limit:.4g})"
+                stop(f"loss is {v:.4g}{why} at step {s} (0-based; lr "
+                     f"{float(run.schedule(s)):.4g})")
         losses_seen.extend(v for _, v in vals)
+        if staged is not None and vals and vals[-1][0] >= staged[0]:
+            commit(*staged)  # the staged params gave a good loss
 
-    def save(at):
-        nonlocal last_saved
+    def commit(at, host):
+        nonlocal last_saved, staged
+        run.ckpt.save(at, host, run.meta())
+        last_saved, staged = at, None
+
+    def save(at, now=False):
+        """Stage a checkpoint of the state after `at` steps, written once the loss its params
+        give (step `at`) is checked; `now`: write it at once (end of run, SIGTERM)."""
+        nonlocal staged
         check_finite()
-        run.ckpt.save(at, par.get_state(state), run.meta())
-        last_saved = at
+        if not ckpt_lib.all_finite(state):
+            stop(f"the train state after step {at} has NaN / inf values")
+        staged = (at, ckpt_lib.host_copy(par.get_state(state)))  # state is donated next step
+        if now:
+            commit(*staged)
 
     def do_eval(at):
         res = run.evaluate(state)
@@ -286,6 +356,9 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
                 step += 1
                 steps_timed += 1
                 pbar.update(1)
+                run.ckpt.raise_if_failed()  # a failed async save: reported now, not later
+                if staged is not None:  # the staged state's loss is in: check it, then save
+                    check_finite()
                 if step % log_every == 0 or step == run.total_steps:
                     check_finite()
                     vals = [par.get_metrics(m) for m in window]
@@ -298,12 +371,12 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
                     pbar.set_postfix(loss=f"{avg['loss']:.3f}", lr=f"{avg['lr']:.3g}",
                                      img_s=f"{avg['images_per_s']:.0f}")
                 if step % run.every == 0 or step == run.total_steps:
-                    save(step)
+                    save(step, now=step == run.total_steps)
                 if run.eval_every and step % run.eval_every == 0 and step != run.total_steps:
                     do_eval(step)
                 if sigterm.flag:
                     if last_saved != step:
-                        save(step)
+                        save(step, now=True)
                     run.ckpt.close()
                     if run.is_main:
                         print(f"SIGTERM: saved a checkpoint at step {step} in "
@@ -313,13 +386,16 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
                 pbar.close()
             check_finite()
             if last_saved != step:
-                save(step)
+                save(step, now=True)
             return do_eval(step)
 
     try:
         result = _loop()
     finally:  # also on errors / KeyboardInterrupt: finish in-flight async saves
-        run.ckpt.close()
+        try:
+            run.ckpt.close()
+        finally:
+            run.release()
         writer.close()
         if pbar is not None:
             pbar.close()
@@ -337,6 +413,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
 
 def evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
     """Evaluate the latest checkpoint in workdir (raw and EMA weights)."""
+    workdir_lib.prepare(workdir, create=False)
     run = _Run(config, workdir, data, for_eval=True, spec=spec)
     if run.latest is None:
         raise FileNotFoundError(f"no checkpoint in {run.ckpt.directory}; train first "

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import optax
 
@@ -17,6 +19,13 @@ LOSSES = ("ce", "bce")
 def validate(name: str) -> None:
     if name not in LOSSES:
         raise ValueError(f"unknown train.loss={name!r}; valid: {', '.join(LOSSES)}")
+
+
+def divergence_limit(num_classes: int) -> float:
+    """A training loss above this is diverged, though finite: 100 x ln(K), 100 times the
+    cross-entropy of a uniform prediction (K = 1000: ~691). The loop stops there (and keeps
+    no checkpoint of such a state) as it does at NaN / inf."""
+    return 100.0 * max(1.0, math.log(max(2, int(num_classes))))
 
 
 def smooth(targets, smoothing: float):

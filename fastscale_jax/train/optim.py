@@ -19,6 +19,8 @@ optim.wd_mask = 'all' (pycls decays every parameter).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import optax
 
@@ -37,20 +39,35 @@ def validate(optim_cfg) -> None:
     _choice("optim.name", optim_cfg.name, OPTIMIZERS)
     _choice("optim.schedule", optim_cfg.schedule, SCHEDULES)
     _choice("optim.wd_mask", optim_cfg.wd_mask, WD_MASKS)
-    if not optim_cfg.base_lr > 0:
-        raise ValueError(f"optim.base_lr={optim_cfg.base_lr} must be > 0")
-    if not optim_cfg.base_batch_size > 0:
-        raise ValueError(f"optim.base_batch_size={optim_cfg.base_batch_size} must be > 0")
+    for field in ("base_lr", "base_batch_size"):
+        v = optim_cfg[field]
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"optim.{field}={v} must be a finite number > 0")
+    for field in ("warmup_epochs", "warmup_steps"):
+        v = optim_cfg.get(field)
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"optim.{field}={v} must be >= 0")
 
 
 def peak_lr(optim_cfg, global_batch_size: int) -> float:
     return float(optim_cfg.base_lr) * global_batch_size / float(optim_cfg.base_batch_size)
 
 
-def warmup_steps(optim_cfg, steps_per_epoch: int) -> int:
+def warmup_steps(optim_cfg, steps_per_epoch: int, total_steps: int | None = None) -> int:
+    """Warmup length in steps (warmup_steps, else warmup_epochs x steps_per_epoch). A warmup
+    longer than the run (total_steps) is clipped to it, with a warning: the whole run then
+    warms up and the learning rate never decays."""
     if optim_cfg.get("warmup_steps") is not None:
-        return int(optim_cfg.warmup_steps)
-    return int(round(optim_cfg.warmup_epochs * steps_per_epoch))
+        n, what = int(optim_cfg.warmup_steps), f"optim.warmup_steps={optim_cfg.warmup_steps}"
+    else:
+        n = int(round(optim_cfg.warmup_epochs * steps_per_epoch))
+        what = f"optim.warmup_epochs={optim_cfg.warmup_epochs} ({n} steps)"
+    if total_steps is not None and n > total_steps:
+        print(f"warning: {what} is longer than the run ({total_steps} steps); warming up over "
+              f"all {total_steps} steps (no decay). Lower the warmup or train longer",
+              flush=True)
+        n = int(total_steps)
+    return n
 
 
 def make_schedule(optim_cfg, *, lr: float, total_steps: int, warmup: int):
