@@ -174,6 +174,8 @@ class Checkpointer:
                     meta=ocp.args.JsonSave(dict(meta, step=int(step)))), force=force)
         except Exception as e:  # noqa: BLE001 - includes an earlier async save's error
             raise self._failed(self._in_flight or step, e) from e
+        if self._in_flight is not None:  # orbax finished it (or raised above) before this one
+            self._last_ok = self._in_flight
         self._in_flight = int(step)
         return out
 
