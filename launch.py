@@ -5,7 +5,8 @@
     python launch.py --config configs/alpha_sweep.py --mode benchmark --workdir runs/sweep \
         --config.timing.batch_size=8 --config.family.base_resolution=64
 
-Modes: train (default; resumes from --workdir), eval, complexity, benchmark.
+Modes: train (default; resumes from --workdir), eval, complexity, benchmark, study
+(a scaling study: configs/study.py).
 --config takes a file (FILE.py[:arg]) or a packaged config's name (NAME[:arg], from any
 directory; fastscale_jax.configs.names() lists them). Any config field can be overridden with
 --config.<key>=<value>.
@@ -20,7 +21,8 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :arg.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, tables and plots.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "complexity", "benchmark"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "complexity", "benchmark", "study"],
+                  "What to run.")
 flags.mark_flags_as_required(["config"])
 
 

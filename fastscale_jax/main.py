@@ -4,14 +4,15 @@
     main.run(config, workdir="/tmp/run", mode="complexity")
 
 Modes: 'train' (train + evaluate, resuming from workdir), 'eval' (evaluate the latest
-checkpoint), 'complexity' (print model / family tables), 'benchmark' (XLA-compiled timing).
+checkpoint), 'complexity' (print model / family tables), 'benchmark' (XLA-compiled timing),
+'study' (train a grid of scaled models, each in its own process; collect, tabulate, plot).
 """
 
 from __future__ import annotations
 
 import os
 
-MODES = ("train", "eval", "complexity", "benchmark")
+MODES = ("train", "eval", "complexity", "benchmark", "study")
 # host_malloc='auto' tunes the allocator when a step's activations (complexity 'acts' x batch x
 # bytes per value) reach this: below it, steps are cheap and the one-arena setting's lock
 # contention (XLA compiles, tf.data threads) costs more than the page faults it saves.
@@ -43,6 +44,10 @@ def run(config, workdir: str | None = None, mode: str = "train"):
 
 
 def _run_in_workdir(config, workdir: str, mode: str):
+    if mode == "study":  # this process never starts JAX: each run trains in its own process
+        from fastscale_jax.study import run_study
+
+        return run_study(config, workdir)
     if mode == "benchmark":
         from fastscale_jax.timing.benchmark import run_benchmark
 
@@ -76,7 +81,7 @@ def tune_host_malloc(config, mode: str) -> str:
     setting = str(config.get("host_malloc", "auto")).strip().lower()
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"host_malloc must be 'auto', 'on' or 'off', got {setting!r}")
-    if setting == "off" or mode == "complexity":
+    if setting == "off" or mode in ("complexity", "study"):  # study: each run tunes its own
         return "host malloc tuning: off"
     if setting == "auto":
         mib = step_activation_mib(config, mode)

@@ -1,0 +1,208 @@
+"""Collect a study: one row per run (DIR/study.csv, DIR/study.json) and a table aggregated over
+seeds (mean ± std; DIR/study_table.txt).
+
+A row holds the member's labels (base, strategy, factor, seed, flops as multiply-adds, params,
+acts at its train resolution), its status ('done', 'failed', 'interrupted', 'running',
+'missing') and error, and what the run measured: top-1/top-5 (fractions), EMA top-1, training
+images/s in steady state (compile and warm-up steps excluded) and the epoch time that implies
+(num train images / images per s), the seconds it waited for input, and its compile time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+
+from fastscale_jax.study import runner
+
+COLUMNS = ("run", "base", "strategy", "kind", "alpha", "factor", "target", "seed", "model",
+           "resolution", "flops", "params", "acts", "status", "error", "step", "top1", "top5",
+           "ema_top1", "ema_top5", "train_images_per_s", "epoch_time_s", "input_wait_s",
+           "compile_s", "train_time_s", "throughput_source", "wall_s")
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _steady_throughput(member_dir: str, batch: int | None):
+    """Fallback when final_metrics.json has no train_images_per_s: the median images/s of the
+    logged train windows after the first (which holds the compile), or None."""
+    rows = []
+    try:
+        with open(os.path.join(member_dir, "metrics.jsonl")) as f:
+            rows = [json.loads(ln) for ln in f if ln.strip()]
+    except (OSError, ValueError):
+        return None
+    ips = [r["images_per_s"] for r in rows if r.get("split") == "train" and "images_per_s" in r]
+    return float(np.median(ips[1:])) if len(ips) > 1 else None
+
+
+def is_finished(member_dir: str, config_hash: str | None = None) -> bool:
+    """True when the run finished (status 'done', final_metrics.json at the status's step) with
+    the same training config (when config_hash is given)."""
+    st = runner.read_status(member_dir)
+    final = _read_json(os.path.join(member_dir, "final_metrics.json"))
+    if not st or st.get("status") != "done" or not final:
+        return False
+    if config_hash is not None and st.get("config_hash") != config_hash:
+        return False
+    return int(final.get("step", -1)) == int(st.get("step", -2))
+
+
+def member_row(workdir: str, member) -> dict:
+    """The row of one member (labels + status + measurements; missing values are None)."""
+    d = os.path.join(workdir, member.name)
+    row = {c: None for c in COLUMNS}
+    row.update(member.labels())
+    st = runner.read_status(d)
+    final = _read_json(os.path.join(d, "final_metrics.json")) if st else None
+    row["status"] = st.get("status", "missing") if st else "missing"
+    row["error"] = (st or {}).get("error") or ""
+    row["wall_s"] = (st or {}).get("wall_s")
+    if row["status"] == "done" and not is_finished(d):
+        row.update(status="failed", error=row["error"] or "final_metrics.json does not match "
+                                                          "the recorded final step")
+    if row["status"] != "done" or not final:
+        return row
+    for k in ("step", "top1", "top5", "ema_top1", "ema_top5", "train_images_per_s",
+              "epoch_time_s", "input_wait_s", "compile_s", "train_time_s"):
+        row[k] = final.get(k)
+    row["throughput_source"] = "final_metrics"
+    if row["train_images_per_s"] is None:
+        row["train_images_per_s"] = _steady_throughput(d, None)
+        row["throughput_source"] = "metrics.jsonl (log windows after the first)"
+    n = st.get("num_train")
+    if row["epoch_time_s"] is None and row["train_images_per_s"] and n:
+        row["epoch_time_s"] = n / row["train_images_per_s"]
+    return row
+
+
+def collect(workdir: str, members) -> list[dict]:
+    return [member_row(workdir, m) for m in members]
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def write_rows(workdir: str, rows: list[dict]) -> tuple[str, str]:
+    """DIR/study.csv and DIR/study.json (same rows; JSON keeps None as null)."""
+    csv_path, json_path = os.path.join(workdir, "study.csv"), os.path.join(workdir, "study.json")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _cell(r.get(k)) for k in COLUMNS})
+    with open(json_path, "w") as f:
+        json.dump(rows, f, indent=1)
+    return csv_path, json_path
+
+
+def _mean_std(vals):
+    vals = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None, None, 0
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+
+
+def aggregate(rows: list[dict], metric: str = "top1") -> list[dict]:
+    """One entry per (strategy, factor): mean/std over the finished seeds of the error (%) of
+    `metric`, of the epoch time and of images/s; n_done / n_runs."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["strategy"], r["target"] or r["factor"]), []).append(r)
+    out = []
+    for (strategy, _), rs in groups.items():
+        done = [r for r in rs if r["status"] == "done"]
+        err = [100.0 * (1.0 - r[metric]) if r.get(metric) is not None else None for r in done]
+        e_m, e_s, _ = _mean_std(err)
+        t_m, t_s, _ = _mean_std([r["epoch_time_s"] for r in done])
+        i_m, _, _ = _mean_std([r["train_images_per_s"] for r in done])
+        r0 = rs[0]
+        out.append(dict(strategy=strategy, factor=r0["factor"], target=r0["target"],
+                        model=r0["model"], resolution=r0["resolution"], flops=r0["flops"],
+                        params=r0["params"], acts=r0["acts"], n_done=len(done), n_runs=len(rs),
+                        error_mean=e_m, error_std=e_s, epoch_time_mean=t_m, epoch_time_std=t_s,
+                        images_per_s_mean=i_m, metric=metric))
+    return out
+
+
+def fit_epoch_time(aggs: list[dict]) -> dict | None:
+    """Epoch time ~ a*flops + b*acts + c fitted on the study's own measured models
+    (fastscale_jax.timing.fit); sets agg['epoch_time_fit'] (the fit's prediction) and
+    agg['epoch_time_loo'] (predicted by a fit on the other models). None with < 4 models."""
+    from fastscale_jax.timing.fit import fit_runtime
+
+    pts = [a for a in aggs if a["epoch_time_mean"] is not None]
+    if len(pts) < 4:
+        return None
+    fit = fit_runtime([a["flops"] for a in pts], [a["acts"] for a in pts],
+                      [a["epoch_time_mean"] for a in pts])
+    if fit["coef"] is None:
+        return None
+    for i, a in enumerate(pts):
+        a["epoch_time_fit"] = fit["pred"][i]
+        if fit["loo_rel_errs"]:
+            e = fit["loo_rel_errs"][i]
+            a["epoch_time_loo_rel_err"] = e
+    return fit
+
+
+def _pm(m, s, fmt):
+    if m is None:
+        return "-"
+    return f"{m:{fmt}} ± {s:{fmt}}" if s else f"{m:{fmt}}"
+
+
+def format_table(aggs: list[dict], fit: dict | None, rows: list[dict]) -> str:
+    """The seed-aggregated table (mean ± std over finished seeds; std over >= 2 seeds), the
+    epoch-time fit and one line per run that did not finish."""
+    metric = aggs[0]["metric"] if aggs else "top1"
+    head = ("strategy", "factor", "MF", "acts k", "params M", "res", "runs",
+            f"{metric} err %", "epoch s", "fit epoch s", "img/s")
+    lines = []
+    for a in aggs:
+        fitcol = "-"
+        if a.get("epoch_time_fit") is not None:
+            fitcol = f"{a['epoch_time_fit']:.4g}"
+            if a.get("epoch_time_loo_rel_err") is not None:
+                fitcol += f" (LOO {a['epoch_time_loo_rel_err']:.0%})"
+        lines.append((a["strategy"], a["target"] or f"x{a['factor']:g}",
+                      f"{a['flops'] / 1e6:.1f}", f"{a['acts'] / 1e3:.0f}",
+                      f"{a['params'] / 1e6:.2f}", str(a["resolution"]),
+                      f"{a['n_done']}/{a['n_runs']}", _pm(a["error_mean"], a["error_std"], ".2f"),
+                      _pm(a["epoch_time_mean"], a["epoch_time_std"], ".4g"), fitcol,
+                      "-" if a["images_per_s_mean"] is None else f"{a['images_per_s_mean']:.0f}"))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    fmt = lambda r: "  ".join(str(x).rjust(w) for x, w in zip(r, widths))  # noqa: E731
+    out = [fmt(head), "  ".join("-" * w for w in widths), *map(fmt, lines)]
+    out.append("flops = multiply-adds per image at the model's train resolution; error = 100 - "
+               f"{metric} (%); mean ± std over finished seeds; epoch s = train images / "
+               "steady-state images/s of the run itself.")
+    if fit is None:
+        n = sum(a["epoch_time_mean"] is not None for a in aggs)
+        out.append(f"epoch-time fit: not made (needs >= 4 measured models, have {n}).")
+    else:
+        terms = " + ".join(f"{v:.3g}*{k}" for k, v in fit["coef"].items() if k != "intercept")
+        out.append(f"epoch-time fit on these models: epoch s ~ {terms} + "
+                   f"{fit['coef']['intercept']:.3g}  R^2={fit['r2']:.3f}  leave-one-out rel "
+                   f"err mean {fit['loo_rel_err_mean']:.0%} (n={fit['n']}; few points: a "
+                   "description of these measurements, not a validated runtime model).")
+    for r in rows:
+        if r["status"] != "done":
+            out.append(f"not finished: {r['run']}: {r['status']}"
+                       + (f" -- {r['error']}" if r["error"] else ""))
+    return "\n".join(out)

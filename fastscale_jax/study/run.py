@@ -1,0 +1,106 @@
+"""run_study: expand the grid, run what is not finished, collect, tabulate and plot.
+
+    from fastscale_jax.study import run_study
+    out = run_study(config, "runs/study")    # what `launch.py --mode study` calls
+
+This process never starts JAX: each run trains in its own process (or submitit job), so a
+crash, an out-of-memory kill or a hung accelerator stays inside one run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from fastscale_jax.study import collect, executors, grid, plots, runner
+
+METRICS = ("top1", "ema_top1")
+
+
+class StudyFailedError(ValueError):
+    """Every run of the study failed (ValueError, so launch.py prints it and exits 2)."""
+
+
+def _progress(workdir, total, counter, log):
+    def on_done(member_dir):
+        counter[0] += 1
+        st = runner.read_status(member_dir) or {}
+        final = collect._read_json(os.path.join(member_dir, "final_metrics.json")) or {}
+        what = st.get("status", "no status")
+        if what == "done" and final.get("top1") is not None:
+            what += f", top-1 {100 * final['top1']:.2f}%"
+        if st.get("error"):
+            what += f": {st['error']}"
+        log(f"[{counter[0]}/{total}] {os.path.basename(member_dir)}: {what} "
+            f"({st.get('wall_s', '?')} s)")
+    return on_done
+
+
+def _validate(config) -> str:
+    metric = str(config.study.get("metric") or "top1")
+    if metric not in METRICS:
+        raise ValueError(f"study.metric={metric!r}: valid {', '.join(METRICS)}")
+    if metric == "ema_top1" and not float(config.train.get("ema_decay") or 0) > 0:
+        raise ValueError("study.metric='ema_top1' needs train.ema_decay > 0")
+    return metric
+
+
+def prepare(config, workdir: str) -> tuple[list, list[str]]:
+    """Members of the grid and the sub-workdirs still to run; writes each unfinished member's
+    study_run.pkl (its training config and spec). Validates everything first."""
+    members = grid.expand(config)
+    configs = [grid.member_config(config, m) for m in members]
+    todo = []
+    for m, mc in zip(members, configs):
+        d = os.path.join(workdir, m.name)
+        if not collect.is_finished(d, runner.config_hash(mc)):
+            todo.append((d, mc, m.spec))
+    return members, todo
+
+
+def run_study(config, workdir: str, *, log=print) -> dict:
+    """Run (or, with study.collect_only, only collect) the study of `config` in workdir.
+
+    Returns {'rows', 'aggregates', 'fit', 'table', 'plots'}. Raises ValueError on a bad grid
+    (before any run starts) and StudyFailedError when every run failed.
+    """
+    metric = _validate(config)
+    collect_only = bool(config.study.get("collect_only"))
+    members, todo = prepare(config, workdir)
+    executor = None if collect_only else executors.make_executor(config.study, workdir, log)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "study_config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2) + "\n")
+    log(f"study: {len(members)} runs ({len(members) - len(todo)} finished, {len(todo)} "
+        f"{'not finished' if collect_only else 'to run'}) in {workdir}")
+    t0 = time.time()
+    if todo and not collect_only:
+        for d, mc, spec in todo:
+            runner.write_run(d, mc, spec)
+        executor.run([d for d, _, _ in todo], on_done=_progress(workdir, len(todo), [0], log))
+        log(f"study: ran {len(todo)} run(s) in {time.time() - t0:.0f} s")
+    return summarize(config, workdir, members, metric, log=log,
+                     require_success=not collect_only)
+
+
+def summarize(config, workdir, members, metric="top1", *, log=print,
+              require_success=False) -> dict:
+    """Collect the rows, write study.csv / study.json / study_table.txt and the four PNGs."""
+    rows = collect.collect(workdir, members)
+    paths = collect.write_rows(workdir, rows)
+    aggs = collect.aggregate(rows, metric)
+    fit = collect.fit_epoch_time(aggs)
+    table = collect.format_table(aggs, fit, rows)
+    with open(os.path.join(workdir, "study_table.txt"), "w") as f:
+        f.write(table + "\n")
+    log(table)
+    base = members[0].base if members else ""
+    bk = config.study.get("base_kind")
+    title = base + (f" x{config.study.base_factor:g} {bk}" if bk else "")
+    pngs = plots.plot_study(workdir, aggs, rows, title=f"{title} ({config.data.name})")
+    log("wrote " + ", ".join(os.path.basename(p) for p in (*paths, "study_table.txt", *pngs)))
+    done = [r for r in rows if r["status"] == "done"]
+    if require_success and rows and not done:
+        raise StudyFailedError(f"all {len(rows)} runs of the study failed:\n" + "\n".join(
+            f"  {r['run']}: {r['error'] or r['status']}" for r in rows))
+    return {"rows": rows, "aggregates": aggs, "fit": fit, "table": table, "plots": pngs}
