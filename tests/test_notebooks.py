@@ -1,29 +1,61 @@
-"""Every notebook under colabs/ executes top to bottom (with its default small settings)."""
+"""Every notebook under colabs/ executes top to bottom (with its default small settings) from the
+installed wheel: a fresh venv with the wheel (not an editable install, see _wheel.py), the
+notebooks copied to a temporary directory outside the source tree, a kernel on that venv."""
 
+import json
+import os
 import pathlib
+import shutil
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import _wheel
 from conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "colabs").glob("*.ipynb"))
+KERNEL = "fastscale-wheel"
 
 
 def test_there_are_notebooks():
     assert NOTEBOOKS
 
 
+@pytest.fixture(scope="module")
+def wheel_kernel(tmp_path_factory):
+    """A Jupyter kernel spec (on JUPYTER_PATH) whose python is the wheel venv's."""
+    python = _wheel.wheel_venv("train,cpu,torch")
+    jupyter = tmp_path_factory.mktemp("jupyter")
+    spec_dir = jupyter / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "fastscale_jax wheel", "language": "python"}))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(jupyter)] + ([old] if old else []))
+    yield python
+    if old is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = old
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path: pathlib.Path, tmp_path):
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+def test_notebook_executes_from_wheel(path: pathlib.Path, wheel_kernel, tmp_path):
+    work = tmp_path / "colabs"  # a copy outside the source tree: nothing resolves against it
+    shutil.copytree(ROOT / "colabs", work)
+    nb = nbformat.read(work / path.name, as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name=KERNEL,
+                            resources={"metadata": {"path": str(work)}})
     client.execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert images, "every notebook shows at least one plot"
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, errors[0].get("evalue")
+    # the install cell says where the package came from: the wheel venv, not the source tree
+    first = "".join(o.get("text", "") for o in nb.cells[[c.cell_type for c in nb.cells].index("code")]
+                    .get("outputs", []))
+    venv = str(wheel_kernel.parent.parent)
+    assert f"from {venv}" in first and "site-packages" in first, first
+    assert str(ROOT) not in first
+    assert any("image/png" in o.get("data", {}) for o in outputs), "every notebook shows a plot"
