@@ -6,9 +6,9 @@ import sys
 from conftest import ROOT
 
 
-def _launch(*args):
-    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+def _launch(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_complexity_mode_single_model():
@@ -52,3 +52,32 @@ def test_config_key_typo_is_a_clear_error():
         assert r.returncode == 2, (flag, r.stderr)
         assert "unknown config key" in r.stderr and "Did you mean" in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_unknown_key_at_any_level_names_it_and_suggests():
+    for flag, key, hint in (("--config.trian.epochs=1", "'trian'", "'train'"),
+                            ("--config.model.nmae=x", "'model.nmae'", "'model.name'")):
+        r = _launch("--config", "configs/regnety.py:800MF", "--mode", "complexity", flag)
+        assert r.returncode == 2, (flag, r.stderr)
+        assert f"unknown config key {key}. Did you mean {hint}?" in r.stderr, r.stderr
+
+
+def test_help_exits_zero():
+    r = _launch("--help")
+    assert r.returncode == 0 and "--config" in r.stdout and "family.base_resolution" in r.stdout
+
+
+def test_packaged_config_by_name_from_another_directory(tmp_path):
+    r = _launch("--config", "regnety:800MF", "--mode", "complexity", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "797,183,328" in r.stdout  # pycls: RegNetY-800MF flops
+    r = _launch("--config", "regnety_typo:800MF", "--mode", "complexity", cwd=tmp_path)
+    assert r.returncode == 2 and "neither a file nor a packaged config" in r.stderr
+
+
+def test_run_that_fails_at_start_up_leaves_no_workdir(tmp_path):
+    wd = tmp_path / "new_run"
+    r = _launch("--config", "regnetz_dWr:demo", "--workdir", str(wd),
+                "--config.data.name=no_such_dataset")
+    assert r.returncode == 2 and "no_such_dataset" in r.stderr
+    assert not wd.exists()
