@@ -301,3 +301,21 @@ def test_failed_async_save_is_reported_at_once_and_keeps_the_previous(tmp_path, 
     monkeypatch.undo()
     ck = ckpt_lib.Checkpointer(str(tmp_path))
     assert ck.all_steps() == [4] and ck.read_meta(4)["step"] == 4
+
+
+# -- the command line: one line, exit status 2 ----------------------------------------------
+
+def test_cli_one_line_errors(tmp_path):
+    def launch(*args):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "launch.py"),
+                            "--config", "configs/regnety_dWr.py", *args], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+        assert r.returncode == 2 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr
+        return err[0]
+
+    missing = tmp_path / "no_such_run"
+    assert "does not exist" in launch("--mode", "eval", "--workdir", str(missing))
+    assert not missing.exists()
+    assert "at or above 1 PF" in launch("--mode", "complexity",
+                                        "--config.scaling.flops=1000TF")
