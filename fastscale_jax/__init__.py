@@ -29,10 +29,32 @@ def build_model(spec, **kwargs):
 def __getattr__(name):  # lazy submodules that import jax / flax / torch-free converters
     import importlib
 
-    if name in ("models", "convert", "timing", "ops", "train", "checkpoint", "data", "configs",
-                "hostmem"):
+    if name == "configs":
+        return _configs()
+    if name in ("models", "convert", "timing", "ops", "train", "checkpoint", "data", "hostmem"):
         return importlib.import_module(f"fastscale_jax.{name}")
     raise AttributeError(f"module 'fastscale_jax' has no attribute {name!r}")
+
+
+def _configs():
+    """The experiment configs package: installed as fastscale_jax.configs (wheel, editable);
+    in a source checkout imported without an install, the top-level configs/ folder."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+
+    try:
+        return importlib.import_module("fastscale_jax.configs")
+    except ModuleNotFoundError:
+        init = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "__init__.py")
+        if not os.path.isfile(init):
+            raise
+    spec = importlib.util.spec_from_file_location(
+        "fastscale_jax.configs", init, submodule_search_locations=[os.path.dirname(init)])
+    module = sys.modules["fastscale_jax.configs"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 __all__ = ["AnyNetSpec", "EffNetSpec", "ScaleResult", "adjust_block_compatibility",
