@@ -90,3 +90,11 @@ def test_core_venv_builds_scales_counts_and_runs_a_model(tmp_path):
     for msg in out["errors"].values():
         assert msg.endswith(install) and "\n" not in msg, msg
     assert not out["workdir_left"] and out["loaded"] == []
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
+    commands = [ln for ln in readme.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert len(commands) == 2 and "launch.py --config configs/regnetz_dWr.py:demo" in commands[0]
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip()]
+    assert ci[-1] == commands[1]
