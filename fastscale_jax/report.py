@@ -29,8 +29,9 @@ def format_table(header: list[str], rows: list[list], title: str | None = None) 
     return "\n".join(out)
 
 
-def model_table(spec) -> str:
-    """Per-stage and total flops / params / acts of one model."""
+def model_table(spec, show_test: bool = True) -> str:
+    """Per-stage and total flops / params / acts of one model. show_test: name the spec's test
+    resolution in the title (training runs evaluate at the train resolution and leave it out)."""
     cx = complexity(spec, per_stage=True)
     rows = []
     for p in cx["stages"]:
@@ -51,7 +52,8 @@ def model_table(spec) -> str:
     rows.append(["total", "", "", f"{cx['flops']:,}", f"{cx['params']:,}", f"{cx['acts']:,}"])
     title = (f"{spec.name}: {human(cx['flops'], 'F')} flops (multiply-adds), "
              f"{human(cx['params'])} params, {human(cx['acts'])} acts at "
-             f"{spec.resolution}x{spec.resolution} (test {spec.test_resolution}), 1 image")
+             f"{spec.resolution}x{spec.resolution}"
+             + (f" (test {spec.test_resolution})" if show_test else "") + ", 1 image")
     return format_table(["part", "config", "out", "flops", "params", "acts"], rows, title)
 
 

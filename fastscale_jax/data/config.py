@@ -30,7 +30,9 @@ Fields:
                   Inception-style random-resized-crop area fraction and aspect-ratio ranges.
   shuffle_buffer  examples in the tf.data shuffle buffer (encoded images, before decoding).
   deterministic   make the example order and augmentations a pure function of the seed
-                  (slower: tf.data may not reorder work between threads).
+                  (default True: same seed, same run). False lets tf.data hand out elements
+                  in the order its threads finish them (benchmarks/RESULTS.md measures the
+                  difference).
   seed            default seed of the training stream (train_iterator(seed=...) overrides it).
   cache           cache the encoded images of this process's shard in memory after the first pass.
   num_parallel_calls   tf.data parallelism for decoding/augmentation (-1 = AUTOTUNE).
@@ -73,7 +75,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     cfg.rrc_scale = (0.08, 1.0)
     cfg.rrc_ratio = (3.0 / 4.0, 4.0 / 3.0)
     cfg.shuffle_buffer = 10_000
-    cfg.deterministic = False
+    cfg.deterministic = True
     cfg.seed = 0
     cfg.cache = False
     cfg.num_parallel_calls = -1

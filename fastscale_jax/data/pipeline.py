@@ -172,8 +172,14 @@ def _check_image_size(image_size):
 def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
                         seed: Optional[int] = None, process_index: Optional[int] = None,
                         process_count: Optional[int] = None,
-                        local_device_count: Optional[int] = None):
-    """The infinite training tf.data.Dataset of {'image': [D, B, S, S, 3], 'label': [D, B]}."""
+                        local_device_count: Optional[int] = None, skip_batches: int = 0):
+    """The infinite training tf.data.Dataset of {'image': [D, B, S, S, 3], 'label': [D, B]}.
+
+    skip_batches: start the stream of `seed` that many batches in, exactly where an iterator
+    that had yielded them would continue (exact resume from a checkpoint at any step). The
+    skipped examples are shuffled but never decoded or augmented (each example's augmentation
+    seed is its position in the stream), so skipping is cheap.
+    """
     tf = _tf()
     from fastscale_jax.data import randaugment, transforms
 
@@ -208,6 +214,10 @@ def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
     base = tf.constant(aug_seed, tf.int64)
     ds = ds.enumerate().map(no_autograph(lambda i, ex: dict(
         ex, seed=tf.random.experimental.stateless_fold_in(base, i))))
+    if skip_batches < 0:
+        raise ValueError(f"skip_batches={skip_batches} must be >= 0")
+    if skip_batches:
+        ds = ds.skip(int(skip_batches) * per_device * dev)
 
     def decode(ex):
         s = tf.random.experimental.stateless_split(ex["seed"], num=2)[0]
@@ -317,18 +327,21 @@ class NumpyIterator:
 def train_iterator(data_cfg, *, global_batch_size: int, image_size: int,
                    seed: Optional[int] = None, process_index: Optional[int] = None,
                    process_count: Optional[int] = None,
-                   local_device_count: Optional[int] = None) -> NumpyIterator:
+                   local_device_count: Optional[int] = None,
+                   skip_batches: int = 0) -> NumpyIterator:
     """Infinite iterator of {'image': float32 [D, B, S, S, 3], 'label': int32 [D, B]}.
 
     seed: the training stream's seed (None: data_cfg.seed); each process derives its own shuffle
     and augmentation seeds from it. With data_cfg.deterministic, equal seeds give equal streams.
+    skip_batches: begin that many batches into the stream (see build_train_dataset).
     process_index / process_count / local_device_count default to jax's values.
     """
     pi, pc, dev, per_device = batch_layout(global_batch_size, process_index, process_count,
                                            local_device_count)
     ds = build_train_dataset(data_cfg, global_batch_size=global_batch_size,
                              image_size=image_size, seed=seed, process_index=pi,
-                             process_count=pc, local_device_count=dev)
+                             process_count=pc, local_device_count=dev,
+                             skip_batches=skip_batches)
     return NumpyIterator(ds, per_device, dev)
 
 

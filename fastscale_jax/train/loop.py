@@ -7,12 +7,18 @@ Order of work: validate the config (optimizer / schedule / loss / parallel names
 divisibility, a checkpoint of another model in workdir) -> write config.json and
 complexity.txt -> build and (if a checkpoint exists) restore the state -> compile -> train.
 
-Exact resume: the training stream is restarted at every checkpoint boundary (multiples of
-checkpoint.every_steps) with a seed derived from (data.seed, step), so after a crash the run
-resumed from the checkpoint at step s sees exactly the batches an uninterrupted run sees from s
-(with data.deterministic=True, or any deterministic data source). A SIGTERM saves a checkpoint
-at the current step and returns; resuming from that off-boundary step is reproducible but
-starts a new data segment there.
+Exact resume: the training stream is cut into segments of checkpoint.every_steps steps, each
+with a seed derived from (data.seed, segment start). A run resumed from a checkpoint at any step
+s (a periodic one, or the one a SIGTERM writes) opens the segment that contains s and skips
+s - start batches of it, so it sees exactly the batches an uninterrupted run sees from s; with
+the deterministic defaults (data.deterministic, fixed kernel choices) its per-step losses equal
+the uninterrupted run's. Rows that metrics.jsonl and TensorBoard got after step s are dropped
+on resume, so replayed steps are logged once.
+
+Timing: the first step of an invocation (compilation) is timed on its own (compile_s); the
+steps after it give the steady-state training throughput (train_images_per_s, evaluation during
+training excluded), the epoch time (epoch_time_s = train images / throughput) and the time the
+loop waited for input (input_wait_s); all are in final_metrics.json.
 
 Non-finite loss: the loop checks every step's loss at each log / checkpoint / eval point; on a
 NaN or inf, or a finite loss above losses.divergence_limit (100 x ln(classes)), it stops with
@@ -186,9 +192,20 @@ class _Run:
                     global_batch_size=self.batch, total_steps=self.total_steps)
 
     def train_iter(self, step: int):
+        """The training stream positioned at `step`: its segment's stream, skipped ahead."""
+        start = step - step % self.every
         return iter(self.data.train_iterator(
             self.config.data, global_batch_size=self.batch, image_size=self.image_size,
-            seed=_stream_seed(self.config.data.seed, step)))
+            seed=_stream_seed(self.config.data.seed, start), skip_batches=step - start))
+
+    def finished(self) -> dict | None:
+        """final_metrics.json of this workdir when the run already ended at total_steps."""
+        path = os.path.join(self.workdir, "final_metrics.json")
+        if self.latest != self.total_steps or not os.path.exists(path):
+            return None
+        with open(path) as f:
+            res = json.load(f)
+        return res if res.get("step") == self.total_steps else None
 
     def evaluate(self, state) -> dict:
         it = self.data.eval_iterator(self.config.data, global_batch_size=self.eval_batch,
@@ -215,14 +232,15 @@ def _write_run_info(run: _Run):
         return
     with open(os.path.join(run.workdir, "config.json"), "w") as f:
         f.write(run.config.to_json_best_effort(indent=2) + "\n")
-    table = report.model_table(run.spec)
+    table = report.model_table(run.spec, show_test=False)
     with open(os.path.join(run.workdir, "complexity.txt"), "w") as f:
         f.write(table + "\n")
     print(table)
     print(f"{run.spec.name}: {run.total_steps} steps ({run.steps_per_epoch}/epoch), global batch "
           f"{run.batch} on {run.num_devices} device(s) x {run.process_count} process(es), "
           f"peak lr {run.lr:.4g} ({run.config.optim.name}, {run.config.optim.schedule}, "
-          f"warmup {run.warmup} steps), parallel={run.config.parallel}")
+          f"warmup {run.warmup} steps), parallel={run.config.parallel}, train and eval at "
+          f"{run.image_size}x{run.image_size}")
 
 
 class _SigTerm:
@@ -267,6 +285,13 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
 
     workdir_lib.prepare(workdir)
     run = _Run(config, workdir, data, spec=spec)
+    done = run.finished() if run.is_main else None
+    if done is not None:
+        run.release()
+        print(f"{workdir} already finished {run.total_steps} steps: {_fmt(done)}. Nothing to "
+              "do; use a new --workdir (or delete this one) to train again, or --mode eval to "
+              "re-evaluate its checkpoint.")
+        return dict(done, already_finished=True, losses=[])
     try:
         _write_run_info(run)
         run.build()
@@ -280,6 +305,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
     if run.latest is not None and run.is_main:
         print(f"resuming from {run.ckpt.directory} at step {step}")
     writer = MetricWriter(workdir, enabled=run.is_main, tensorboard=config.train.tensorboard)
+    writer.truncate_after(step)  # rows a crashed invocation wrote past the checkpoint
     log_every = max(1, int(config.train.log_every_steps))
     pending, window = [], []  # (step, device loss) not yet checked; metrics since last log
     losses_seen: list[float] = []
@@ -333,9 +359,23 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
     it = None
     pbar = None
     t_log, t_start, steps_timed = time.time(), time.time(), 0
+    # steady-state timing: steps after this invocation's first (compiling) one
+    timing = {"compile_s": None, "t0": None, "steps": 0, "input_wait_s": 0.0, "eval_s": 0.0}
+
+    def first_step_done(loss):
+        import jax
+
+        jax.block_until_ready(loss)
+        timing["compile_s"] = time.time() - t_start
+        timing["t0"] = time.time()
+        if run.is_main and config.train.progress:
+            tqdm.write(f"first step (compilation) took {timing['compile_s']:.1f} s")
 
     def _loop():
         nonlocal it, pbar, step, t_log, steps_timed, state
+        if run.is_main:
+            print("compiling the train step (the first step takes longer; timings and the "
+                  "ETA settle after it)...", flush=True)
         with _SigTerm() as sigterm:
             while step < run.total_steps:
                 if it is None or step % run.every == 0:
@@ -349,9 +389,17 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
                                 initial=in_epoch, desc=f"epoch {epoch + 1}", leave=True,
                                 disable=not (config.train.progress and run.is_main),
                                 dynamic_ncols=True)
-                batch = par.put_batch(next(it))
+                t_in = time.time()
+                host_batch = next(it)
+                if timing["t0"] is not None:
+                    timing["input_wait_s"] += time.time() - t_in
+                    timing["steps"] += 1
+                batch = par.put_batch(host_batch)
                 state, metrics = run.p_train(state, batch)
                 pending.append((step, par.first(metrics["loss"])))
+                if timing["t0"] is None:
+                    first_step_done(metrics["loss"])
+                    t_log, steps_timed = time.time(), -1  # the log window starts after it
                 window.append(metrics)
                 step += 1
                 steps_timed += 1
@@ -373,7 +421,9 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
                 if step % run.every == 0 or step == run.total_steps:
                     save(step, now=step == run.total_steps)
                 if run.eval_every and step % run.eval_every == 0 and step != run.total_steps:
+                    t_eval = time.time()
                     do_eval(step)
+                    timing["eval_s"] += time.time() - t_eval
                 if sigterm.flag:
                     if last_saved != step:
                         save(step, now=True)
@@ -385,6 +435,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
             if pbar is not None:
                 pbar.close()
             check_finite()
+            timing["t_end"] = time.time()
             if last_saved != step:
                 save(step, now=True)
             return do_eval(step)
@@ -401,14 +452,41 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
             pbar.close()
     if result.get("interrupted"):
         return result
-    result.update(step=step, train_time_s=time.time() - t_start, losses=losses_seen)
+    result.update(step=step, train_time_s=time.time() - t_start, losses=losses_seen,
+                  **_throughput(timing, run))
     if run.is_main:
         print(f"final (step {step}): {_fmt(result)}")
         with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
             json.dump({k: v for k, v in result.items() if k != "losses"}, f, indent=2)
         if config.train.plot:
             plot_curves(workdir, title=f"{run.spec.name} ({config.data.name})")
+        _print_outputs(workdir, result, run)
     return result
+
+
+def _throughput(timing: dict, run: _Run) -> dict:
+    """compile_s, train_images_per_s, epoch_time_s, input_wait_s of this invocation (None
+    where it ran no step after its first)."""
+    out = {"compile_s": timing["compile_s"], "train_images_per_s": None, "epoch_time_s": None,
+           "input_wait_s": None}
+    if timing["steps"] > 0 and timing.get("t_end"):
+        seconds = timing["t_end"] - timing["t0"] - timing["eval_s"]
+        rate = timing["steps"] * run.batch / max(seconds, 1e-9)
+        out.update(train_images_per_s=rate, epoch_time_s=int(run.info["num_train"]) / rate,
+                   input_wait_s=timing["input_wait_s"])
+    return out
+
+
+def _print_outputs(workdir: str, result: dict, run: _Run) -> None:
+    rate = result.get("train_images_per_s")
+    if rate:
+        print(f"training: {rate:.0f} images/s after the first step (compile "
+              f"{result['compile_s']:.1f} s; {result['input_wait_s']:.1f} s waiting for input); "
+              f"epoch time {result['epoch_time_s']:.1f} s")
+    names = [n for n in ("final_metrics.json", "metrics.jsonl", "curves.png", "tb",
+                         "complexity.txt", "config.json") if os.path.exists(os.path.join(workdir, n))]
+    print(f"outputs in {os.path.abspath(workdir)}: {', '.join(names)}, checkpoints/ "
+          f"(step {result['step']})")
 
 
 def evaluate(config, workdir: str, *, data=None, spec=None) -> dict:

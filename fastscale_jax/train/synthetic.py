@@ -45,11 +45,12 @@ class SyntheticData:
         return pi, pc, d, global_batch_size // (pc * d)
 
     def train_iterator(self, data_cfg=None, *, global_batch_size, image_size, seed=0,
-                       process_index=None, process_count=None, local_device_count=None):
+                       process_index=None, process_count=None, local_device_count=None,
+                       skip_batches=0):
         pi, pc, d, b = self._layout(global_batch_size, process_index, process_count,
                                     local_device_count)
         seed = 0 if seed is None else int(seed)
-        pos = 0
+        pos = int(skip_batches) * global_batch_size
         while True:
             epoch, off = divmod(pos, self.num_train)
             order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
