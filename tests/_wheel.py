@@ -37,12 +37,21 @@ def _tmpdir(prefix: str) -> pathlib.Path:
     return path
 
 
+# What the build reads; copied so that no stale build/ folder of the tree reaches the wheel.
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "fastscale_jax", "configs")
+
+
 @functools.lru_cache(maxsize=None)
 def build_wheel() -> pathlib.Path:
-    """pip wheel --no-deps of the source tree; the .whl's path."""
-    out = _tmpdir("fastscale_wheel_")
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, ROOT],
-         timeout=600)
+    """pip wheel --no-deps of a clean copy of the source tree; the .whl's path."""
+    src, out = _tmpdir("fastscale_src_"), _tmpdir("fastscale_wheel_")
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(ROOT / name, src / name)
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, src], timeout=600)
     (whl,) = out.glob("fastscale_jax-*.whl")
     return whl
 

@@ -1,6 +1,7 @@
 """Builds the embedded demo dataset fastscale_jax/data/demo/cifar10_demo.npz.
 
     python -m fastscale_jax.data.make_demo --src /path/to/cifar10 [--train 1000 --test 200]
+    FASTSCALE_CIFAR10=/path/to/cifar10 python -m fastscale_jax.data.make_demo
 
 SRC is a CIFAR-10 image folder SRC/{train,test}/<class>/*.jpg. For every class, `--train` files of
 SRC/train/<class> and `--test` files of SRC/test/<class> are drawn without replacement by
@@ -24,7 +25,7 @@ import os
 
 import numpy as np
 
-DEFAULT_SRC = "/work/shared/data/cifar10"
+DEFAULT_SRC = os.environ.get("FASTSCALE_CIFAR10")  # a CIFAR-10 image folder (configs/cifar10.py)
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "cifar10_demo.npz")
 
 
@@ -57,7 +58,9 @@ def pack(src: str, files):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--src", default=DEFAULT_SRC)
+    p.add_argument("--src", default=DEFAULT_SRC, required=DEFAULT_SRC is None,
+                   help="CIFAR-10 image folder SRC/{train,test}/<class>/*.jpg "
+                        "(default: $FASTSCALE_CIFAR10)")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--train", type=int, default=1000, help="train images per class")
     p.add_argument("--test", type=int, default=200, help="test images per class")
