@@ -1,7 +1,7 @@
 """`--mode benchmark`: time a model or a family of models and write tables, plots and fits.
 
-    python launch.py --config configs/alpha_sweep.py --mode benchmark --workdir /tmp/sweep \
-        --config.timing.batch_size=2 --config.model.resolution=64 --config.timing.iters=3
+    python launch.py --config configs/alpha_sweep.py --mode benchmark --workdir runs/sweep \
+        --config.timing.batch_size=2 --config.family.base_resolution=64 --config.timing.iters=3
 
 Writes to workdir:
   benchmark.csv / benchmark.json   one row per model: labels, analytic flops (multiply-adds) /
