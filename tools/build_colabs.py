@@ -22,7 +22,8 @@ def install_cell(extras: str = "train,cpu") -> str:
 #   %env FASTSCALE_JAX_SOURCE=git+https://github.com/<owner>/fastscale_jax
 #   %env FASTSCALE_JAX_SOURCE=/content/fastscale_jax-0.1.0-py3-none-any.whl   (or a clone's folder)
 import importlib, importlib.util, os, subprocess, sys
-EXTRAS = "{extras}"
+have_tf = all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorflow_datasets"))
+EXTRAS = ",".join(e for e in "{extras}".split(",") if e != "train" or not have_tf)  # keep Colab's TF
 def _shadow():  # a folder named fastscale_jax (e.g. a clone) that Python imports as an empty namespace
     found = importlib.util.find_spec("fastscale_jax")
     return list(found.submodule_search_locations)[0] if found and found.origin is None else None
@@ -30,8 +31,9 @@ found, folder = importlib.util.find_spec("fastscale_jax"), _shadow()
 if found is None or folder:
     src = os.environ.get("FASTSCALE_JAX_SOURCE") or (
         folder if folder and os.path.isfile(os.path.join(folder, "pyproject.toml")) else "")
-    req = (f"fastscale-jax[{{EXTRAS}}] @ {{src}}" if "://" in src or src.startswith("git+") else
-           f"{{src}}[{{EXTRAS}}]" if src else f"fastscale-jax[{{EXTRAS}}]")
+    tag = f"[{{EXTRAS}}]" if EXTRAS else ""
+    req = (f"fastscale-jax{{tag}} @ {{src}}" if "://" in src or src.startswith("git+") else
+           f"{{src}}{{tag}}" if src else f"fastscale-jax{{tag}}")
     if subprocess.call([sys.executable, "-m", "pip", "install", "-q", req]) != 0:
         raise RuntimeError(f"pip could not install {{req!r}}. Set FASTSCALE_JAX_SOURCE to a git URL "
                            "(git+https://github.com/<owner>/fastscale_jax) or a wheel's path, then re-run.")
