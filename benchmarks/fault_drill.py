@@ -23,6 +23,7 @@ so that the drill can hit chosen steps. CPU only; about 1-3 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -56,10 +57,18 @@ def worker(args):
     jax.config.update("jax_compilation_cache_dir", args.cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
+    progress = os.path.join(args.workdir, "drill_progress")
+
     class SlowData(SyntheticData):
+        served = 0
+
         def train_iterator(self, *a, **kw):
             for batch in super().train_iterator(*a, **kw):
                 time.sleep(args.delay)
+                self.served += 1
+                with open(progress + ".tmp", "w") as f:  # batches served by this invocation
+                    f.write(str(self.served))
+                os.replace(progress + ".tmp", progress)
                 yield batch
 
     c = base_config()
@@ -92,9 +101,25 @@ def _committed(workdir: str) -> set:
     return {int(n) for n in os.listdir(d) if n.isdigit()} if os.path.isdir(d) else set()
 
 
-def _saving(workdir: str) -> bool:
+def _saving(workdir: str, since: float) -> bool:
+    """Whether a save started after `since` is being written (not a leftover of a kill)."""
     d = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(d) and any("orbax-checkpoint-tmp" in n for n in os.listdir(d))
+    try:
+        return any("orbax-checkpoint-tmp" in n and os.path.getmtime(os.path.join(d, n)) > since
+                   for n in os.listdir(d))
+    except OSError:  # the folder or a tmp entry went away while listing
+        return False
+
+
+def _reached(workdir: str, log_path: str, offset: int) -> int | None:
+    """The step this invocation is at (resumed step + batches served), None before its first
+    batch."""
+    try:
+        with open(os.path.join(workdir, "drill_progress")) as f:
+            served = int(f.read() or 0)
+    except (OSError, ValueError):
+        return None
+    return _resume_info(log_path, offset)[0] + served
 
 
 def _start(args, workdir: str, log):
@@ -111,31 +136,37 @@ def _run_to_end(args, workdir: str, log_path: str) -> int:
 
 
 def _interrupt(args, workdir, log_path, sig, during_save, target, timeout=300.0):
-    """Start a run, signal it at `target` logged steps (or at the first async save after
-    it); returns (logged step at the signal, committed steps before, whether a save was in
-    flight, the run's exit code)."""
+    """Start a run, signal it once it is at step `target` (at least 2 steps after where it
+    resumed), or during the first async save after that; returns (step at the signal,
+    committed steps before, whether a save was being written, the run's exit code)."""
+    offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(workdir, "drill_progress"))
+    t0 = time.time()
     with open(log_path, "a") as log:
         proc = _start(args, workdir, log)
-        t0 = time.time()
+        reached = None
         while proc.poll() is None and time.time() - t0 < timeout:
-            done = max(_losses(workdir), default=0)
-            if done >= target and (not during_save or _saving(workdir)):
+            reached = _reached(workdir, log_path, offset)
+            start = _resume_info(log_path, offset)[0]
+            if reached is not None and reached >= max(target, start + 2) and (
+                    not during_save or _saving(workdir, t0)):
                 break
-            time.sleep(0.002 if during_save and done >= target else 0.02)
+            time.sleep(0.002 if during_save and reached is not None else 0.02)
         before = _committed(workdir)
-        in_save = _saving(workdir)
-        reached = max(_losses(workdir), default=0)
+        in_save = _saving(workdir, t0)
+        reached = _reached(workdir, log_path, offset)
         if proc.poll() is None:
             proc.send_signal(sig)
         rc = proc.wait()
     return reached, before, in_save, rc
 
 
-def _resume_info(log_path: str, offset: int) -> tuple[int, int]:
-    """(resumed step, broken-checkpoint warnings) from the run log written after offset."""
+def _resume_info(log_path: str, offset: int, end: int | None = None) -> tuple[int, int]:
+    """(resumed step, broken-checkpoint warnings) of the invocation logged in [offset, end)."""
     with open(log_path) as f:
         f.seek(offset)
-        text = f.read()
+        text = f.read() if end is None else f.read(end - offset)
     step = 0
     for line in text.splitlines():
         if line.startswith("resuming from ") and " at step " in line:
@@ -165,16 +196,16 @@ def drill(args) -> dict:
         reached, before, in_save, rc = _interrupt(args, run_dir, run_log, sig, during_save,
                                                   target)
         rows.append({"point": i + 1, "signal": "kill -9" if sig == signal.SIGKILL else "SIGTERM",
-                     "during_save": in_save, "logged_step": reached, "exit": rc,
+                     "during_save": in_save, "at_step": reached, "exit": rc,
                      "before": before, "_offset": offset})
     offset = os.path.getsize(run_log)
     if _run_to_end(args, run_dir, run_log) != 0:
         raise SystemExit(f"the final resumed run failed; see {run_log}")
     # resume steps: each point's restart is the next invocation's 'resuming from' line
-    offsets = [r["_offset"] for r in rows[1:]] + [offset]
-    for r, off in zip(rows, offsets):
-        r["resumed_from"], broken = _resume_info(run_log, off)
-        r["redone"] = max(0, r["logged_step"] - r["resumed_from"])
+    offsets = [r["_offset"] for r in rows[1:]] + [offset, os.path.getsize(run_log)]
+    for r, off, end in zip(rows, offsets, offsets[1:]):
+        r["resumed_from"], broken = _resume_info(run_log, off, end)
+        r["redone"] = max(0, (r["at_step"] or 0) - r["resumed_from"])
         # lost: the newest checkpoint committed before the signal was not resumed from
         r["lost"] = int(bool(r["before"]) and r["resumed_from"] < max(r["before"])) + broken
         del r["before"]
@@ -195,12 +226,12 @@ def drill(args) -> dict:
 
 
 def report(res: dict, args) -> str:
-    head = "| point | signal | during async save | logged step | exit | resumed from | " \
+    head = "| point | signal | during async save | at step | exit | resumed from | " \
            "steps redone | checkpoints lost |"
     lines = [head, "|" + "---|" * 8]
     for r in res["rows"]:
         lines.append(f"| {r['point']} | {r['signal']} | {'yes' if r['during_save'] else 'no'} "
-                     f"| {r['logged_step']} | {r['exit']} | {r['resumed_from']} | "
+                     f"| {r['at_step']} | {r['exit']} | {r['resumed_from']} | "
                      f"{r['redone']} | {r['lost']} |")
     lines += ["", "| points | steps redone | max abs dloss | checkpoints lost |",
               "|---|---|---|---|",
