@@ -2,6 +2,7 @@
 gradients wrt input and kernel), 'auto' picks the fast CPU formulations, bad impls raise."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -257,3 +258,49 @@ def test_parameter_layout_independent_of_impl():
     outs = [jax.jit(Conv(16, 3, 2, groups=4, conv_impl=impl).apply)(v, x)
             for impl in ("lax", "auto")]
     _close(outs[1], outs[0], 1e-5)
+
+
+_LAYOUT_PROBE = """
+import sys, numpy as np, jax, jax.numpy as jnp
+from fastscale_jax.ops import conv as fconv
+x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 14, 14, 64)), jnp.float32)
+w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 8, 64)), jnp.float32)
+f = lambda x, w: jnp.sum(jnp.sin(fconv.conv2d(x, w, groups=8, impl="onednn")))
+out = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(x, w)
+np.savez(sys.argv[1], *[np.asarray(a) for a in jax.tree_util.tree_leaves(out)])
+"""
+
+
+def _probe(tmp_path, name, **env):
+    import subprocess
+    import sys
+
+    full = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+    out = tmp_path / f"{name}.npz"
+    p = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE, str(out)], env=full,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with np.load(out) as z:
+        return [z[k] for k in sorted(z.files)]
+
+
+def test_onednn_layout_choice_is_recorded_and_reused(tmp_path):
+    """Timed layout choices are written once and read by later processes, so two processes
+    compute bit-identical results; a recorded choice is what runs."""
+    if jax.default_backend() != "cpu" or not onednn.available():
+        pytest.skip("oneDNN formulation unavailable on this machine")
+    record = tmp_path / "layouts"
+    first = _probe(tmp_path, "first", FASTSCALE_ONEDNN_LAYOUT_FILE=str(record))
+    lines = record.read_text().splitlines()
+    assert len(lines) == 3 and {ln.split()[0] for ln in lines} == {"0", "1", "2"}  # fwd, dx, dw
+    assert all(ln.split()[-1] in ("nhwc", "blocked") for ln in lines)
+    second = _probe(tmp_path, "second", FASTSCALE_ONEDNN_LAYOUT_FILE=str(record))
+    assert record.read_text().splitlines() == lines              # read, not tuned again
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    # a recorded choice is obeyed: record 'blocked' everywhere == forcing the blocked layout
+    record.write_text("".join(" ".join(ln.split()[:-1]) + " blocked\n" for ln in lines))
+    recorded = _probe(tmp_path, "recorded", FASTSCALE_ONEDNN_LAYOUT_FILE=str(record))
+    forced = _probe(tmp_path, "forced", FASTSCALE_ONEDNN_LAYOUT="blocked")
+    for a, b in zip(recorded, forced):
+        np.testing.assert_array_equal(a, b)

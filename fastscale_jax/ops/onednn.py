@@ -14,6 +14,9 @@ Requirements, all checked at first use (`status()` says what is missing):
 If any is missing the formulation is unavailable and conv2d's 'auto' uses the XLA ones.
 $FASTSCALE_ONEDNN=0 turns it off. The library is cached under $FASTSCALE_CACHE_DIR (default
 ~/.cache/fastscale_jax), keyed by the source, oneDNN and jaxlib, so it compiles once (~5 s).
+The shim picks each conv's memory layout by timing the first time it meets a problem on this
+machine and records the choice beside the library, so later runs reuse it: the same config and
+seed give the same numbers in every process ($FASTSCALE_ONEDNN_LAYOUT=nhwc|blocked fixes one).
 
 Supported: float32, any groups, odd square kernels, any stride where the (k - 1) // 2
 padding leaves a non-negative right padding (every stride 1 and 2 conv; `supports`).
@@ -42,6 +45,8 @@ from fastscale_jax.ops.conv_cpu import out_size
 ENV_DISABLE = "FASTSCALE_ONEDNN"
 ENV_ROOT = "FASTSCALE_ONEDNN_ROOT"
 ENV_CACHE = "FASTSCALE_CACHE_DIR"
+# where the shim records tuned layout choices (default: next to the library, '.layouts')
+ENV_LAYOUT_FILE = "FASTSCALE_ONEDNN_LAYOUT_FILE"
 INSTALL_HINT = (f"{install_line('cpu')} (Linux x86_64: Intel's oneDNN wheels), or set "
                 "$FASTSCALE_ONEDNN_ROOT")
 
@@ -168,6 +173,8 @@ def _load() -> str:
     if os.environ.get(ENV_DISABLE, "").strip() == "0":
         raise OnednnUnavailable(f"disabled by ${ENV_DISABLE}=0")
     path = build()
+    # tuned layout choices persist next to the library (see onednn_conv.cc: determinism)
+    os.environ.setdefault(ENV_LAYOUT_FILE, str(path.with_suffix(".layouts")))
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:

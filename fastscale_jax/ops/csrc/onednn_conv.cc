@@ -8,14 +8,20 @@
 // Padding is symmetric-left, (k - 1) / 2, with the right padding that makes the output
 // (H - 1) / stride + 1 (PyTorch/pycls convention); all buffers are float32, row-major.
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -67,6 +73,11 @@ memory::desc KernelMd(const Problem& p, bool any) {
 // Activation layout: our NHWC buffers used directly, or the layout oneDNN prefers (blocked
 // channels, e.g. nChw8c) with reorders in and out. Which is faster depends on the shape;
 // $FASTSCALE_ONEDNN_LAYOUT = nhwc | blocked | tune (default: time both on first use).
+// The two layouts sum in different orders, so their results differ in the last bits: a
+// choice made by timing would make a run's numerics depend on timing noise. With tune, each
+// choice is therefore recorded in $FASTSCALE_ONEDNN_LAYOUT_FILE (set by onednn.py, one file
+// per build of this library) the first time a problem is seen on a machine, and every later
+// process reads it from there: the same problem always runs the same kernel.
 enum class Layout { kNhwc, kBlocked, kTune };
 
 Layout LayoutSetting() {
@@ -215,9 +226,83 @@ double Seconds(const Entry& e, float* x, float* kernel, float* y) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// The layout choices recorded so far: an exclusive lock on the record file (flock: other
+// processes tuning the same problem wait, then read this one's choice), released on scope exit.
+class ChoiceFile {
+ public:
+  ChoiceFile() {
+    const char* path = std::getenv("FASTSCALE_ONEDNN_LAYOUT_FILE");
+    if (path == nullptr || *path == '\0') return;
+    path_ = path;
+    fd_ = open(path, O_RDWR | O_CREAT | O_APPEND, 0644);
+    if (fd_ >= 0 && flock(fd_, LOCK_EX) != 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~ChoiceFile() {
+    if (fd_ >= 0) {
+      flock(fd_, LOCK_UN);
+      close(fd_);
+    }
+  }
+  // 1: blocked, 0: nhwc, -1: not recorded (or no file).
+  int Find(const std::string& key) const {
+    if (fd_ < 0) return -1;
+    std::ifstream in(path_);
+    std::string line;
+    while (std::getline(in, line)) {
+      const auto space = line.rfind(' ');
+      if (space == key.size() && line.compare(0, space, key) == 0)
+        return line.substr(space + 1) == "blocked" ? 1 : 0;
+    }
+    return -1;
+  }
+  void Record(const std::string& key, bool blocked) const {
+    if (fd_ < 0) return;
+    const std::string line = key + (blocked ? " blocked\n" : " nhwc\n");
+    if (write(fd_, line.data(), line.size()) < 0) return;  // unrecorded: tuned again next time
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+std::string ChoiceKey(Op op, const Problem& p) {
+  std::ostringstream s;
+  s << static_cast<int>(op) << ' ' << p.n << ' ' << p.h << ' ' << p.w << ' ' << p.cin << ' '
+    << p.cout << ' ' << p.k << ' ' << p.stride << ' ' << p.groups;
+  return s.str();
+}
+
+// With Layout::kTune: time both layouts on the call's own buffers (a warm-up and the best of
+// two runs each) and keep the faster, unless a choice for the problem is recorded; record it.
+// Every variant writes the full result.
+std::shared_ptr<Entry> Tune(Op op, const Problem& p, float* x, float* kernel, float* y) {
+  const ChoiceFile choices;
+  const std::string key = ChoiceKey(op, p);
+  const int known = choices.Find(key);
+  if (known >= 0) return Build(op, p, known == 1);
+  auto nhwc = Build(op, p, false), blocked = Build(op, p, true);
+  bool same = true;
+  for (int a = 0; a < 3; ++a) same = same && nhwc->theirs[a] == blocked->theirs[a];
+  bool use_blocked = false;
+  if (!same) {
+    Execute(*nhwc, x, kernel, y);
+    Execute(*blocked, x, kernel, y);
+    double t_nhwc = 1e30, t_blocked = 1e30;
+    for (int i = 0; i < 2; ++i) {
+      t_nhwc = std::min(t_nhwc, Seconds(*nhwc, x, kernel, y));
+      t_blocked = std::min(t_blocked, Seconds(*blocked, x, kernel, y));
+    }
+    use_blocked = t_blocked < t_nhwc;
+  }
+  choices.Record(key, use_blocked);
+  return use_blocked ? blocked : nhwc;
+}
+
 // The entry for (op, problem), built on first use (building JIT-compiles oneDNN kernels).
-// With Layout::kTune the first call times both layouts on the call's own buffers (a warm-up
-// and the best of two runs each) and keeps the faster; every variant writes the full result.
 std::shared_ptr<Entry> Lookup(Op op, const Problem& p, float* x, float* kernel, float* y) {
   static std::mutex mu;
   static std::map<std::pair<int, decltype(p.key())>, std::shared_ptr<Entry>> cache;
@@ -225,25 +310,8 @@ std::shared_ptr<Entry> Lookup(Op op, const Problem& p, float* x, float* kernel, 
   auto& slot = cache[{static_cast<int>(op), p.key()}];
   if (slot) return slot;
   const Layout layout = LayoutSetting();
-  if (layout != Layout::kTune) {
-    slot = Build(op, p, layout == Layout::kBlocked);
-    return slot;
-  }
-  auto nhwc = Build(op, p, false), blocked = Build(op, p, true);
-  bool same = true;
-  for (int a = 0; a < 3; ++a) same = same && nhwc->theirs[a] == blocked->theirs[a];
-  if (same) {
-    slot = nhwc;
-    return slot;
-  }
-  Execute(*nhwc, x, kernel, y);
-  Execute(*blocked, x, kernel, y);
-  double t_nhwc = 1e30, t_blocked = 1e30;
-  for (int i = 0; i < 2; ++i) {
-    t_nhwc = std::min(t_nhwc, Seconds(*nhwc, x, kernel, y));
-    t_blocked = std::min(t_blocked, Seconds(*blocked, x, kernel, y));
-  }
-  slot = t_blocked < t_nhwc ? blocked : nhwc;
+  slot = layout == Layout::kTune ? Tune(op, p, x, kernel, y)
+                                 : Build(op, p, layout == Layout::kBlocked);
   return slot;
 }
 
