@@ -6,6 +6,8 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -59,3 +61,20 @@ def test_notebook_executes_from_wheel(path: pathlib.Path, wheel_kernel, tmp_path
     assert f"from {venv}" in first and "site-packages" in first, first
     assert str(ROOT) not in first
     assert any("image/png" in o.get("data", {}) for o in outputs), "every notebook shows a plot"
+
+
+def test_install_cell_names_a_folder_that_shadows_the_package(tmp_path):
+    """A folder named fastscale_jax in the working directory (not a clone: no pyproject.toml)
+    is imported as an empty namespace package in front of an editable install; the install
+    cell stops with what to do instead of failing later with an AttributeError."""
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code")
+    (tmp_path / "fastscale_jax").mkdir()
+    proc = subprocess.run([sys.executable, "-c", cell], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode == 0:  # a regular (non-editable) install wins over a namespace folder
+        assert "fastscale_jax 0.1.0 from" in proc.stdout
+        assert str(tmp_path / "fastscale_jax") not in proc.stdout, proc.stdout
+        return
+    last = proc.stderr.strip().splitlines()[-1]  # an editable install's finder comes too late
+    assert "hides the installed fastscale_jax package" in last and "os.chdir(" in last, last
