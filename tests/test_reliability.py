@@ -30,30 +30,14 @@ from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import optim
 from fastscale_jax.train.synthetic import SyntheticData
 
+from test_train_loop import SPEC, compile_cache  # noqa: F401  (the tiny model, shared XLA cache)
+from test_train_loop import make_config as loop_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPEC = fs.specs.AnyNetSpec(
-    name="tiny-test", stem_type="res_stem_cifar", stem_w=8, block_type="res_bottleneck_block",
-    depths=(1, 1), widths=(16, 32), strides=(1, 2), bot_muls=(1, 1), group_widths=(16, 32),
-    num_classes=4, resolution=32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    old = (jax.config.jax_compilation_cache_dir,
-           jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
 
 
 def make_config(steps=8, every=4, **train):
-    c = base_config()
-    c.train.update(dict(dict(global_batch_size=16, num_train_steps=steps, log_every_steps=2,
-                             eval_every_epochs=0.0, progress=False, tensorboard=False,
-                             plot=False), **train))
-    c.optim.base_lr = 1.0
+    c = loop_config(**dict(train, num_train_steps=steps))
     c.checkpoint.every_steps = every
     return c
 
