@@ -123,6 +123,7 @@ def _add_training_sections(c) -> None:
     o.warmup_epochs = 0.0
     o.warmup_steps = placeholder(int)  # overrides warmup_epochs when set
     o.warmup_init_factor = 0.0       # warmup starts at lr * this
+    o.warmup_style = "prefix"        # 'prefix' (warmup, then decay) | 'pycls' (see train.optim)
     o.min_lr_factor = 0.0            # cosine ends at lr * this
     o.clip_grad_norm = 0.0           # 0 = off
 

@@ -27,6 +27,39 @@ def test_lr_rule_and_schedule():
     assert float(sched(5)) < float(sched(9))
 
 
+def test_pycls_warmup_style_matches_pycls_epoch_lr():
+    """warmup_style='pycls' equals pycls's own get_epoch_lr at every epoch boundary, and its
+    formula in between (cosine over the whole run, times the linear warmup factor)."""
+    opt = pytest.importorskip("pycls.core.optimizer")
+    from pycls.core.config import cfg
+
+    o = base_config().optim
+    o.warmup_style, o.warmup_init_factor, o.min_lr_factor = "pycls", 0.1, 0.0
+    spe, epochs, warm_epochs = 7, 10, 3
+    sched = optim.make_schedule(o, lr=0.4, total_steps=spe * epochs, warmup=spe * warm_epochs)
+    old = (cfg.OPTIM.BASE_LR, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.WARMUP_EPOCHS,
+           cfg.OPTIM.WARMUP_FACTOR, cfg.OPTIM.LR_POLICY)
+    try:
+        cfg.OPTIM.BASE_LR, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.WARMUP_EPOCHS = 0.4, epochs, warm_epochs
+        cfg.OPTIM.WARMUP_FACTOR, cfg.OPTIM.LR_POLICY = 0.1, "cos"
+        want = [opt.get_epoch_lr(e) for e in range(epochs)]
+    finally:
+        (cfg.OPTIM.BASE_LR, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.WARMUP_EPOCHS,
+         cfg.OPTIM.WARMUP_FACTOR, cfg.OPTIM.LR_POLICY) = old
+    got = [float(sched(e * spe)) for e in range(epochs)]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    t = 10 / (spe * warm_epochs)   # mid-warmup step 10: cos(pi * 10 / 70) * (0.1 + 0.9 t)
+    assert float(sched(10)) == pytest.approx(
+        0.4 * 0.5 * (1 + np.cos(np.pi * 10 / 70)) * (0.1 * (1 - t) + t), rel=1e-5)
+    # the default ('prefix') reaches the peak at the end of warmup; pycls does not
+    assert float(sched(21)) < 0.4 * 0.99
+    o.warmup_style = "prefix"
+    assert float(optim.make_schedule(o, lr=0.4, total_steps=70, warmup=21)(21)) == pytest.approx(0.4)
+    o.warmup_style = "typo"
+    with pytest.raises(ValueError, match="optim.warmup_style.*valid: prefix, pycls"):
+        optim.make_schedule(o, lr=0.4, total_steps=70, warmup=21)
+
+
 @pytest.mark.parametrize("field,value", [("name", "adam_typo"), ("schedule", "step"),
                                          ("wd_mask", "none")])
 def test_unknown_names_raise(field, value):

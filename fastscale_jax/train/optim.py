@@ -9,8 +9,13 @@ BASE_LR 0.8 at batch 1024 -> base_lr=0.8, base_batch_size=1024; RSB: LAMB 5e-3 a
 and keeps it when the batch changes. pycls itself does not rescale (BASE_LR is the learning rate
 at the configured batch); with base_batch_size equal to that batch the two agree.
 
-Schedule, per step: linear warmup from lr * warmup_init_factor to lr over the warmup steps,
-then cosine (or constant, or linear) decay to lr * min_lr_factor at the last step.
+Schedule, per step (optim.warmup_style):
+  'prefix' (default): linear warmup from lr * warmup_init_factor to lr over the warmup steps,
+      then cosine (or constant, or linear) decay to lr * min_lr_factor over the remaining steps.
+  'pycls': pycls's get_epoch_lr evaluated per step: the decay runs over the whole run from
+      step 0, and during warmup it is multiplied by a factor rising linearly from
+      warmup_init_factor to 1 (so warmup ends at the decayed value, not at lr). pycls itself
+      changes the lr once per epoch; at epoch boundaries the two agree.
 
 Weight decay and (LAMB) trust ratio apply only to weights, i.e. conv and dense kernels (arrays
 with ndim > 1), not to biases or BN scales/offsets (RSB / timm's filter_bias_and_bn) unless
@@ -22,11 +27,13 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "lamb", "adamw")
 SCHEDULES = ("cosine", "constant", "linear")
 WD_MASKS = ("kernels", "all")
+WARMUP_STYLES = ("prefix", "pycls")
 
 
 def _choice(field, value, valid):
@@ -39,6 +46,7 @@ def validate(optim_cfg) -> None:
     _choice("optim.name", optim_cfg.name, OPTIMIZERS)
     _choice("optim.schedule", optim_cfg.schedule, SCHEDULES)
     _choice("optim.wd_mask", optim_cfg.wd_mask, WD_MASKS)
+    _choice("optim.warmup_style", optim_cfg.get("warmup_style", "prefix"), WARMUP_STYLES)
     for field in ("base_lr", "base_batch_size"):
         v = optim_cfg[field]
         if not (math.isfinite(v) and v > 0):
@@ -71,21 +79,42 @@ def warmup_steps(optim_cfg, steps_per_epoch: int, total_steps: int | None = None
 
 
 def make_schedule(optim_cfg, *, lr: float, total_steps: int, warmup: int):
-    """Per-step learning rate: warmup, then decay over the remaining steps."""
+    """Per-step learning rate: warmup, then decay (see the module docstring, warmup_style)."""
     _choice("optim.schedule", optim_cfg.schedule, SCHEDULES)
+    style = optim_cfg.get("warmup_style", "prefix")
+    _choice("optim.warmup_style", style, WARMUP_STYLES)
     warmup = max(0, min(int(warmup), total_steps))
-    end = lr * float(optim_cfg.min_lr_factor)
+    if style == "pycls":
+        return _pycls_schedule(optim_cfg, lr=lr, total_steps=total_steps, warmup=warmup)
     decay_steps = max(1, total_steps - warmup)
-    if optim_cfg.schedule == "cosine":
-        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim_cfg.min_lr_factor))
-    elif optim_cfg.schedule == "linear":
-        main = optax.linear_schedule(lr, end, decay_steps)
-    else:
-        main = optax.constant_schedule(lr)
+    main = _decay(optim_cfg, lr, decay_steps)
     if warmup == 0:
         return main
     warm = optax.linear_schedule(lr * float(optim_cfg.warmup_init_factor), lr, warmup)
     return optax.join_schedules([warm, main], [warmup])
+
+
+def _decay(optim_cfg, lr: float, decay_steps: int):
+    """The schedule after warmup: cosine / linear to lr * min_lr_factor, or constant."""
+    end = lr * float(optim_cfg.min_lr_factor)
+    if optim_cfg.schedule == "cosine":
+        return optax.cosine_decay_schedule(lr, decay_steps, alpha=float(optim_cfg.min_lr_factor))
+    if optim_cfg.schedule == "linear":
+        return optax.linear_schedule(lr, end, decay_steps)
+    return optax.constant_schedule(lr)
+
+
+def _pycls_schedule(optim_cfg, *, lr: float, total_steps: int, warmup: int):
+    """pycls: decay(step) over all total_steps, times f + (1 - f) * step / warmup in warmup."""
+    main = _decay(optim_cfg, lr, max(1, total_steps))
+    if warmup == 0:
+        return main
+    f = float(optim_cfg.warmup_init_factor)
+
+    def schedule(step):
+        a = jnp.minimum(jnp.asarray(step, jnp.float32) / warmup, 1.0)
+        return main(step) * (f * (1.0 - a) + a)
+    return schedule
 
 
 def kernel_mask(params):

@@ -74,6 +74,7 @@ def pycls_sgd(c):
     c.optim.schedule = "cosine"
     c.optim.warmup_epochs = 5.0
     c.optim.warmup_init_factor = 0.1
+    c.optim.warmup_style = "pycls"   # cosine over all epochs, times the warmup factor
     c.optim.min_lr_factor = 0.0
     c.data.name = "imagenet2012"
     return c
