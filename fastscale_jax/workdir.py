@@ -19,7 +19,6 @@ to another process, judged by the process start time); from another host when it
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -107,6 +106,16 @@ def _stale_reason(rec: dict, path: str) -> str | None:
     return f"no heartbeat for {age:.0f} s" if age > STALE_S else None
 
 
+def _flock(fd, *, exclusive: bool):
+    """flock(2) without waiting (OSError if another open file holds it); on systems without
+    fcntl (Windows) the pid / host record alone guards the workdir."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fcntl.flock(fd, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_UN)
+
+
 class _Lock:
     def __init__(self, workdir: str):
         self.path = os.path.join(os.path.abspath(workdir), LOCK_NAME)
@@ -115,9 +124,9 @@ class _Lock:
         self._thread = None
 
     def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd, exclusive=True)
         except OSError:
             rec = _read(fd)
             os.close(fd)
@@ -158,7 +167,7 @@ class _Lock:
         self._stop.set()
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, 0)  # an empty record: nobody holds it
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        _flock(self.fd, exclusive=False)
         os.close(self.fd)
         self.fd = None
 
