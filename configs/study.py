@@ -1,4 +1,4 @@
-"""Scaling studies: the paper's experiment (Dollar, Singh, Girshick 2021, Figs. 7-9) end to end.
+"""Scaling studies: the paper's experiment (Dollar, Singh, Girshick 2021) end to end.
 
     python launch.py --config configs/study.py:demo --workdir runs/study_demo --mode study
     FASTSCALE_CIFAR10=/path/to/cifar10 python launch.py --config configs/study.py:cifar10 \
@@ -20,22 +20,22 @@ the measured run: table, plots, load). One seed and ~1 epoch on a CPU shows the 
 not evidence about the paper's claim.
 
 Expect (:cifar10): 36 runs (dwr, dWr, w, d x2, x4, x8 x 3 seeds) of the same 5.4 MF base on
-all of CIFAR-10 (50k/10k at 32 px), 2 epochs each. ESTIMATE, not measured (no GPU here): about
-10-12 minutes on one H100. Derivation: per run ~15 s of process start-up, XLA compile and
-evaluation (assumed), plus 2 epochs x 50k images at ~25k images/s (assumed: models of 7-54 MF
-multiply-adds per image need 3 x 50k x 2 x <= 54e6 ~ 1.6e13 multiply-adds per run, under a
-second at even 5% of an H100's bf16 peak, so tf.data input and per-step dispatch bound the
-rate, not flops; for scale, Keller Jordan's airbench reports 10 CIFAR-10 epochs in ~3.3 s on
-one A100, ~150k images/s, with the data on the GPU) = 36 x (15 + 4) s ~ 11 min. Two epochs
-rank models by early progress; for a real comparison raise --config.train.epochs (30 epochs:
-~1 h by the same estimate). Data: --config.data.folder=ROOT or $FASTSCALE_CIFAR10
+all of CIFAR-10 (50k/10k at 32-44 px; 7-32 MF per image), 2 epochs each. ESTIMATE, not
+measured (no GPU here): about 10-12 minutes on one H100. Derivation: per run ~15 s of process
+start-up, XLA compile and evaluation (assumed), plus 2 epochs x 50k images at ~25k images/s
+(assumed). Flops do not bound that rate: a run needs <= 3 (forward + backward) x 100k images x
+32e6 ~ 1e13 multiply-adds, a second at 1% of an H100's ~1e15 bf16 flop/s; tf.data input and
+per-step dispatch do. For scale, Keller Jordan's airbench reports 10 CIFAR-10 epochs in ~3.3 s
+on one A100 (~150k images/s, data already on the GPU). Total: 36 x (15 + 4) s ~ 11 min. Two
+epochs rank models by early progress; for a real comparison raise --config.train.epochs
+(30 epochs: ~1 h by the same estimate). Data: --config.data.folder=ROOT or $FASTSCALE_CIFAR10
 (ROOT/train/<class>/*.jpg, ROOT/test/...), else TFDS 'cifar10'.
 
 Expect (:imagenet): the paper's setting, not run here: RegNetY-800MF scaled x2, x4, x8, x16
 by dwr, dWr, w and d (16 runs, 1 seed), 100 epochs of ImageNet at 224 px with pycls's
-recipe (train.recipes.pycls_sgd), one 8-GPU SLURM job per run through submitit. The paper
-reports dWr within a few tenths of a point of dwr's top-1 error at equal flops, with much
-shorter epoch times (Figs. 7-9).
+recipe (train.recipes.pycls_sgd), one 8-GPU SLURM job per run through submitit. The paper's
+claim to check: at equal flops dWr-scaled models are about as accurate as dwr-scaled ones and
+train much faster (their epoch times grow with activations, which dWr keeps low).
 
 Arg: 'demo' (default), 'cifar10' or 'imagenet'. The grid is config.study:
   base            zoo name of the base model (model.* overrides apply to it: resolution, stem)

@@ -1,4 +1,4 @@
-"""The study's four PNGs (the paper's Figs. 7-9 style), one line per strategy:
+"""The study's four PNGs (the paper's error / epoch-time figures), one line per strategy:
 
 - error_vs_flops.png, error_vs_acts.png, error_vs_epoch_time.png: error (100 - top-1, %)
   of each model, mean over seeds with a ±std bar and every seed as a faint dot;
@@ -16,13 +16,14 @@ import os
 PLOTS = (("error_vs_flops.png", "flops", "error"), ("error_vs_acts.png", "acts", "error"),
          ("error_vs_epoch_time.png", "epoch_time", "error"),
          ("epoch_time_vs_flops.png", "flops", "epoch_time"))
-LABELS = {"flops": "flops (multiply-adds per image)", "acts": "activations per image",
+LABELS = {"flops": "flops (millions of multiply-adds per image)",
+          "acts": "activations per image (thousands)",
           "epoch_time": "epoch time (s, measured)", "error": "top-1 error (%)"}
 
 
 def _xy(a, key):
-    return {"flops": a["flops"], "acts": a["acts"], "epoch_time": a["epoch_time_mean"],
-            "error": a["error_mean"]}[key]
+    return {"flops": a["flops"] / 1e6, "acts": a["acts"] / 1e3,
+            "epoch_time": a["epoch_time_mean"], "error": a["error_mean"]}[key]
 
 
 def _spread(a, key):
@@ -32,7 +33,8 @@ def _spread(a, key):
 def _seed_values(r, key, metric):
     if key == "error":
         return None if r.get(metric) is None else 100.0 * (1.0 - r[metric])
-    return {"flops": r["flops"], "acts": r["acts"], "epoch_time": r["epoch_time_s"]}[key]
+    return {"flops": r["flops"] / 1e6, "acts": r["acts"] / 1e3,
+            "epoch_time": r["epoch_time_s"]}[key]
 
 
 def _one_plot(path, aggs, rows, xkey, ykey, metric, title):
@@ -59,11 +61,19 @@ def _one_plot(path, aggs, rows, xkey, ykey, metric, title):
             ax.scatter(*zip(*seeds), s=10, color=color, alpha=0.35, lw=0)
     missing = [r for r in rows if r["status"] != "done"]
     if missing and xkey in ("flops", "acts"):
-        ax.scatter([r[xkey] for r in missing], [0.02] * len(missing), marker="x", color="k",
+        ax.scatter([_seed_values(r, xkey, metric) for r in missing], [0.02] * len(missing),
+                   marker="x", color="k",
                    transform=ax.get_xaxis_transform(), clip_on=False,
                    label=f"not finished ({len(missing)})")
     if xkey in ("flops", "acts"):
+        from matplotlib.ticker import FormatStrFormatter
+
         ax.set_xscale("log")
+        xs = [_seed_values(r, xkey, metric) for r in rows]   # missing runs included
+        ax.set_xlim(min(xs) / 1.15, max(xs) * 1.15)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(LABELS[xkey])
     ax.set_ylabel(LABELS[ykey].replace("top-1", "top-1" if metric == "top1" else metric))
     n_missing = f"; {len(missing)} of {len(rows)} runs not finished" if missing else ""

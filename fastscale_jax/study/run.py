@@ -71,8 +71,12 @@ def run_study(config, workdir: str, *, log=print) -> dict:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "study_config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2) + "\n")
-    log(f"study: {len(members)} runs ({len(members) - len(todo)} finished, {len(todo)} "
-        f"{'not finished' if collect_only else 'to run'}) in {workdir}")
+    if collect_only:  # whatever config trained them: collect what is there
+        n_done = sum(collect.is_finished(os.path.join(workdir, m.name)) for m in members)
+        log(f"study (collect only): {len(members)} runs, {n_done} finished, in {workdir}")
+    else:
+        log(f"study: {len(members)} runs ({len(members) - len(todo)} finished, {len(todo)} "
+            f"to run) in {workdir}")
     t0 = time.time()
     if todo and not collect_only:
         for d, mc, spec in todo:
