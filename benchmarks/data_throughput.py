@@ -10,7 +10,9 @@ if CIFAR is absent). Then times `pipeline.build_train_dataset` (read file -> ran
 decode -> resize 224 -> flip [-> RandAugment 2 layers, m9, mstd0.5] -> normalise -> batch ->
 numpy), with and without RandAugment, in two settings:
   * 1 thread:  tf.data private thread pool of 1 and num_parallel_calls=1;
-  * all cores: AUTOTUNE over every core available to this process.
+  * all cores: AUTOTUNE over every core available to this process, with data.deterministic
+    (the default: same seed, same stream) and without it (tf.data may hand out elements in
+    the order its threads finish them).
 Besides wall-clock images/s it reports images per CPU-second (user + system time of this
 process): the per-core rate, which other jobs on a shared machine do not distort much.
 The files sit in the page cache, so this measures CPU work, not disk or network reads.
@@ -68,7 +70,7 @@ def make_folder(root, n, width, height, quality=90, unique=64, seed=0):
     return float(np.mean(sizes))
 
 
-def measure(root, randaugment, threads, seconds, batch=32):
+def measure(root, randaugment, threads, seconds, batch=32, deterministic=True):
     from fastscale_jax.data import config, pipeline
     from fastscale_jax.data._tf import tf as _tf
 
@@ -78,6 +80,7 @@ def measure(root, randaugment, threads, seconds, batch=32):
     cfg.small_images = False
     cfg.num_parallel_calls = threads if threads else -1
     cfg.randaugment.num_layers = 2 if randaugment else 0
+    cfg.deterministic = deterministic
     ds = pipeline.build_train_dataset(cfg, global_batch_size=batch, image_size=224, seed=0,
                                       process_index=0, process_count=1, local_device_count=1)
     if threads:
@@ -133,18 +136,22 @@ def main(argv=None):
               f"{platform.python_version()}")
         rows = []
         for ra in (False, True):
-            for threads in (1, 0):
-                wall_rate, cpu_rate = measure(root, ra, threads, args.seconds)
+            # data.deterministic (the default) vs tf.data free to reorder: only all-cores
+            # runs can reorder, so only they are timed both ways
+            for threads, det in ((1, True), (0, True), (0, False)):
+                wall_rate, cpu_rate = measure(root, ra, threads, args.seconds,
+                                              deterministic=det)
                 rows.append((("RRC+flip+RandAugment(2,m9,mstd0.5)" if ra else "RRC+flip"),
-                             "1 thread" if threads else f"all {cores} cores", wall_rate,
-                             cpu_rate))
+                             "1 thread" if threads else f"all {cores} cores",
+                             "yes" if det else "no", wall_rate, cpu_rate))
         print()
         print("images/s: wall clock; per CPU-second: images per second of CPU time this process "
-              "used\n(the per-core rate; it does not depend on other processes' load).")
-        print(f"{'train transform @224':38s} {'threads':>12s} {'images/s':>10s} "
-              f"{'per CPU-second':>15s}")
-        for name, mode, rate, per_core in rows:
-            print(f"{name:38s} {mode:>12s} {rate:10.0f} {per_core:15.0f}")
+              "used\n(the per-core rate; it does not depend on other processes' load). "
+              "deterministic: data.deterministic.")
+        print(f"{'train transform @224':38s} {'threads':>12s} {'deterministic':>13s} "
+              f"{'images/s':>10s} {'per CPU-second':>15s}")
+        for name, mode, det, rate, per_core in rows:
+            print(f"{name:38s} {mode:>12s} {det:>13s} {rate:10.0f} {per_core:15.0f}")
         print()
         for c in (8, 12, 16, 24):
             print(f"to feed ~{H100_IMAGES_PER_S} img/s (RegNetY-4.0GF, 1 H100, bf16; estimate) "
