@@ -119,9 +119,10 @@ def demo_config():
     c.study = study_section("RegNetZ-500MF", ("dwr", "dWr"), (2, 4), seeds=1)
     c.study.base_kind = "dw"
     c.study.base_factor = 1 / 16
-    c.train.num_train_steps = 150    # batch 64: ~1 epoch of the 10k demo images per run
+    c.train.num_train_steps = 100    # batch 64: 2/3 of an epoch of the 10k demo images per run
+    c.optim.warmup_epochs = 0.1      # 15 steps
     c.train.progress = False         # runs log to DIR/<run>/train.log
-    c.checkpoint.every_steps = 150
+    c.checkpoint.every_steps = 100
     return c
 
 

@@ -27,6 +27,23 @@ PNGS = ["error_vs_flops.png", "error_vs_acts.png", "error_vs_epoch_time.png",
         "epoch_time_vs_flops.png"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """The runs here compile the same few models again and again (rerun, submitit): their
+    processes share XLA executables through JAX's persistent compilation cache."""
+    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def _cmd(workdir, *extra):
     return [sys.executable, str(ROOT / "launch.py"), "--config", "configs/study.py:demo",
             "--workdir", str(workdir), "--mode", "study", *TINY, *extra]

@@ -271,6 +271,64 @@ plt.show()'''),
 ]
 
 
+NOTEBOOKS["05_scaling_study.ipynb"] = [
+    new_markdown_cell("""# A scaling study: the paper's experiment end to end
+
+A *study* trains a base model scaled by several strategies (here `dwr`, uniform compound
+scaling, and `dWr`, the paper's fast compound scaling) by several flops factors, with one or
+more seeds — every member an ordinary training run in its own process and sub-folder — then
+collects one row per run, a table aggregated over seeds and the paper's plots: error vs flops,
+vs activations and vs epoch time (measured in the runs themselves), and epoch time vs flops.
+It is what `python launch.py --config configs/study.py:demo --workdir DIR --mode study` runs.
+
+The defaults below are a *tiny* study (4 runs of a few steps on the embedded CIFAR-10 subset)
+so that a CPU runtime finishes in a couple of minutes: it shows the machinery, not evidence
+about the paper's claim. Set `STUDY_DIR` to the folder of a study run from the command line to
+load it instead (nothing is retrained: finished runs are skipped)."""),
+    new_code_cell(INSTALL),
+    new_code_cell('''import os, tempfile
+from IPython.display import Image, display
+from fastscale_jax import configs
+from fastscale_jax.study import grid, run_study
+
+STUDY_DIR = os.environ.get("STUDY_DIR", "")   # e.g. runs/study_demo from the command line
+config = configs.load("study:demo")            # the packaged configs/study.py, arg 'demo'
+if not STUDY_DIR:                              # tiny: 4 runs x 3 steps, a 2-block base model
+    STUDY_DIR = tempfile.mkdtemp()
+    config.study.base_factor = 1 / 64
+    config.train.num_train_steps = 3
+    config.train.global_batch_size = 8
+    config.train.eval_batch_size = 1000
+    config.train.log_every_steps = 1
+    config.train.ema_decay = 0.0
+    config.train.tensorboard = config.train.plot = False
+    config.optim.warmup_epochs = 0.0
+    config.study.executor.max_parallel = 2    # two runs at once: tiny runs are mostly compiling
+print(config.study)
+for m in grid.expand(config):                  # the grid: one training run per member
+    l = m.labels()
+    print(f"{l['run']:>10}: {l['model']:<34} {l['resolution']:>3} px  {l['flops'] / 1e6:5.1f} MF  "
+          f"{l['acts'] / 1e3:4.0f}k acts")'''),
+    new_markdown_cell("""## Run (or resume) the study
+
+Each run trains in its own process (`DIR/<strategy>_x<factor>_s<seed>/train.log`); a run that
+crashes is recorded with its error and the study goes on. Calling it again skips finished runs."""),
+    new_code_cell('''out = run_study(config, STUDY_DIR)'''),
+    new_code_cell('''import csv
+rows = list(csv.DictReader(open(os.path.join(STUDY_DIR, "study.csv"))))
+for r in rows:
+    print(f"{r['run']:>10}  {r['status']:>6}  top-1 {r['top1'] or '-':>6}  "
+          f"{r['train_images_per_s'] or '-':>8} img/s  epoch {r['epoch_time_s'] or '-':>8} s")
+again = run_study(config, STUDY_DIR)           # the rerun only collects: every run is finished'''),
+    new_markdown_cell("""## The paper's plots
+
+One line per strategy (mean over seeds, ±std bars, each seed a faint dot); runs that did not
+finish are marked on the bottom edge."""),
+    new_code_cell('''for png in out["plots"]:
+    display(Image(filename=png, width=520))'''),
+]
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for name, cells in NOTEBOOKS.items():

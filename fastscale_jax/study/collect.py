@@ -4,8 +4,10 @@ seeds (mean ± std; DIR/study_table.txt).
 A row holds the member's labels (base, strategy, factor, seed, flops as multiply-adds, params,
 acts at its train resolution), its status ('done', 'failed', 'interrupted', 'running',
 'missing') and error, and what the run measured: top-1/top-5 (fractions), EMA top-1, training
-images/s in steady state (compile and warm-up steps excluded) and the epoch time that implies
-(num train images / images per s), the seconds it waited for input, and its compile time.
+images/s in steady state (the training loop's own measurement: its first, compiling step
+excluded) and the epoch time that implies (train images / images per s), the seconds it waited
+for input and its compile time, as the run wrote them to final_metrics.json (those of the run's
+last invocation when it was resumed); wall_s is the whole run's process time.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from fastscale_jax.study import runner
 COLUMNS = ("run", "base", "strategy", "kind", "alpha", "factor", "target", "seed", "model",
            "resolution", "flops", "params", "acts", "status", "error", "step", "top1", "top5",
            "ema_top1", "ema_top5", "train_images_per_s", "epoch_time_s", "input_wait_s",
-           "compile_s", "train_time_s", "throughput_source", "wall_s")
+           "compile_s", "train_time_s", "wall_s")
 
 
 def _read_json(path):
@@ -31,19 +33,6 @@ def _read_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def _steady_throughput(member_dir: str, batch: int | None):
-    """Fallback when final_metrics.json has no train_images_per_s: the median images/s of the
-    logged train windows after the first (which holds the compile), or None."""
-    rows = []
-    try:
-        with open(os.path.join(member_dir, "metrics.jsonl")) as f:
-            rows = [json.loads(ln) for ln in f if ln.strip()]
-    except (OSError, ValueError):
-        return None
-    ips = [r["images_per_s"] for r in rows if r.get("split") == "train" and "images_per_s" in r]
-    return float(np.median(ips[1:])) if len(ips) > 1 else None
 
 
 def is_finished(member_dir: str, config_hash: str | None = None) -> bool:
@@ -76,13 +65,6 @@ def member_row(workdir: str, member) -> dict:
     for k in ("step", "top1", "top5", "ema_top1", "ema_top5", "train_images_per_s",
               "epoch_time_s", "input_wait_s", "compile_s", "train_time_s"):
         row[k] = final.get(k)
-    row["throughput_source"] = "final_metrics"
-    if row["train_images_per_s"] is None:
-        row["train_images_per_s"] = _steady_throughput(d, None)
-        row["throughput_source"] = "metrics.jsonl (log windows after the first)"
-    n = st.get("num_train")
-    if row["epoch_time_s"] is None and row["train_images_per_s"] and n:
-        row["epoch_time_s"] = n / row["train_images_per_s"]
     return row
 
 

@@ -5,8 +5,8 @@
 The study writes `DIR/<run>/study_run.pkl` (the member's training config and model spec);
 this trains it with `fastscale_jax.train.train_and_evaluate` in DIR/<run> (resuming from its
 checkpoints) and records the outcome in `DIR/<run>/study_status.json`:
-{'status': 'done' | 'failed' | 'interrupted', 'error', 'step', 'wall_s', 'config_hash',
-'num_train', 'attempt'}. A training error is recorded, not raised (exit code 1), so that one
+{'status': 'done' | 'failed' | 'interrupted' | 'running', 'error', 'step', 'wall_s',
+'config_hash', 'attempt'}. A training error is recorded, not raised (exit code 1), so that one
 crashed run never stops the study. submitit jobs call `run_member` in the job's process.
 """
 
@@ -89,7 +89,6 @@ def run_member(member_dir: str) -> dict:
         result = train_and_evaluate(config, member_dir, spec=spec)
         status.update(status="interrupted" if result.get("interrupted") else "done",
                       step=int(result["step"]))
-        status["num_train"] = _num_train(config)
     except BaseException as e:  # noqa: BLE001 -- recorded for the study table, then reported
         traceback.print_exc()
         status.update(status="failed", error=_one_line(e))
@@ -101,16 +100,6 @@ def run_member(member_dir: str) -> dict:
     print(f"study member {os.path.basename(os.path.normpath(member_dir))}: {status['status']}"
           + (f" ({status['error']})" if status["error"] else ""), flush=True)
     return status
-
-
-def _num_train(config):
-    """Training images of the member's dataset (for epoch times when the loop did not say)."""
-    try:
-        from fastscale_jax.data import pipeline
-
-        return int(pipeline.dataset_info(config.data)["num_train"])
-    except Exception:  # noqa: BLE001 -- optional information
-        return None
 
 
 def main(argv=None) -> int:
