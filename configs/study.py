@@ -14,9 +14,11 @@ Rerunning the command skips finished runs and resumes unfinished ones;
 --config.study.collect_only=True only collects and plots (missing runs marked).
 
 Expect (:demo): 4 runs (dwr, dWr x2, x4 x 1 seed) of RegNetZ-500MF shrunk x1/16 by 'dw'
-(CIFAR stem, 32 px, 5.4 MF) on the embedded 10k-image CIFAR-10 subset, ~1 epoch each; the
-whole study in ~9 minutes of wall clock on the 2-core CPU VM (see benchmarks/RESULTS.md for
-the measured run: table, plots, load). One seed and ~1 epoch on a CPU shows the machinery,
+(CIFAR stem, 32 px, 5.4 MF; members 7-21 MF) on the embedded 10k-image CIFAR-10 subset, 100
+steps of batch 64 (2/3 of an epoch) each. Measured (2026-11-29, the :demo command above on the
+2-core CPU VM, heavily shared: load ~13.6): 5.8 CPU-minutes (322 s user + 24 s sys), 16 min
+wall clock; top-1 26-33% of 10 classes; epoch times 79-132 s; rerun: 8 s, nothing retrained
+(benchmarks/RESULTS.md section 6). One seed and under an epoch on a CPU shows the machinery,
 not evidence about the paper's claim.
 
 Expect (:cifar10): 36 runs (dwr, dWr, w, d x2, x4, x8 x 3 seeds) of the same 5.4 MF base on
@@ -113,7 +115,7 @@ def _cifar_base(c):
 
 
 def demo_config():
-    """~9 CPU-minutes (wall clock) on a 2-core VM: the regnetz_dWr:demo recipe, 4 runs."""
+    """~6 CPU-minutes on a 2-core VM: the regnetz_dWr:demo recipe, 4 runs of 100 steps."""
     c = regnetz_dWr.demo_config()
     _cifar_base(c)
     c.study = study_section("RegNetZ-500MF", ("dwr", "dWr"), (2, 4), seeds=1)

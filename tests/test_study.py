@@ -167,6 +167,7 @@ def test_submitit_local_executor(tmp_path):
     rows = _rows(wd)
     assert sorted(rows) == sorted(RUNS) and all(r["status"] == "done" for r in rows.values())
     assert any(f.endswith("_log.out") for f in os.listdir(wd / "submitit"))
+    assert "submitit job" in (wd / RUNS[0] / "train.log").read_text()
 
 
 def test_crashed_run_is_recorded_and_the_next_one_runs(tmp_path):
@@ -264,3 +265,27 @@ def test_study_configs_expand():
     from fastscale_jax.config import resolve_spec
     m = imagenet[-1]
     assert resolve_spec(grid.member_config(configs.load("study:imagenet"), m)) == m.spec
+
+
+def test_flops_targets_and_alphas_expand():
+    from fastscale_jax import configs
+    from fastscale_jax.study import grid
+
+    config = configs.load("study:imagenet")        # RegNetY-800MF at 224 px
+    config.study.kinds = ()
+    config.study.alphas = (0.8, 1 / 3)
+    config.study.factors = ()
+    config.study.flops = ("1.6GF", "3.2GF")
+    config.study.seeds = 2
+    members = grid.expand(config)
+    assert [m.name for m in members[:4]] == ["a0.8_1.6GF_s0", "a0.8_1.6GF_s1", "a0.8_3.2GF_s0",
+                                             "a0.8_3.2GF_s1"]
+    for m in members:
+        target = 1.6e9 if m.target == "1.6GF" else 3.2e9
+        assert abs(m.labels()["flops"] / target - 1) < 0.1
+    assert {m.seed for m in members} == {0, 1} and len(members) == 8
+    from fastscale_jax.config import resolve_spec   # the solved factor reproduces the model
+    assert resolve_spec(grid.member_config(config, members[-1])) == members[-1].spec
+    config.study.factors = (2.0,)
+    with pytest.raises(ValueError, match="study.flops"):
+        grid.expand(config)

@@ -191,6 +191,9 @@ class SubmititExecutor:
 
     def run(self, member_dirs: list[str], on_done=None) -> None:
         jobs = [(d, self.executor.submit(_submitit_job, d)) for d in member_dirs]
+        for d, job in jobs:  # the job's output is submitit's; say where from the run's folder
+            with open(os.path.join(d, "train.log"), "a") as f:
+                f.write(f"submitit job {job.job_id}: output in {job.paths.stdout}\n")
         self.log(f"submitted {len(jobs)} job(s) to submitit ({self.executor.cluster}): "
                  + ", ".join(str(j.job_id) for _, j in jobs))
         try:
