@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from fastscale_jax.config import base_config
@@ -90,6 +91,39 @@ def test_weight_decay_only_on_kernels():
     p = _params()
     upd, _ = tx.update(jax.tree_util.tree_map(jnp.zeros_like, p), tx.init(p), p)
     assert float(jnp.abs(upd["bn"]["scale"]).max()) > 0
+
+
+@pytest.mark.parametrize("wd_mask", ["all", "kernels"])
+def test_sgd_nesterov_matches_torch_sgd(wd_mask):
+    """Several SGD steps with a changing lr equal torch.optim.SGD(nesterov, weight_decay) --
+    pycls's optimizer: decay on every parameter ('all'), or on weights only as param groups."""
+    torch = pytest.importorskip("torch")
+    o = base_config().optim
+    o.name, o.momentum, o.nesterov, o.weight_decay, o.wd_mask = "sgd", 0.9, True, 0.05, wd_mask
+    lrs = [0.1, 0.3, 0.2, 0.05, 0.01]
+    tx = optim.make_optimizer(o, lambda step: jnp.asarray(lrs)[step])
+    rng = np.random.default_rng(0)
+    p = jax.tree_util.tree_map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32),
+                               _params())
+    grads = [jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32), p)
+             for _ in lrs]
+    leaves, treedef = jax.tree_util.tree_flatten(p)
+    tp = [torch.tensor(np.asarray(x), requires_grad=True) for x in leaves]
+    decay = [x.ndim > 1 or wd_mask == "all" for x in leaves]
+    topt = torch.optim.SGD([{"params": [t for t, d in zip(tp, decay) if d], "weight_decay": 0.05},
+                            {"params": [t for t, d in zip(tp, decay) if not d], "weight_decay": 0.0}],
+                           lr=lrs[0], momentum=0.9, nesterov=True, dampening=0.0)
+    state = tx.init(p)
+    for lr, g in zip(lrs, grads):
+        upd, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, upd)
+        for group in topt.param_groups:
+            group["lr"] = lr
+        for t, gl in zip(tp, jax.tree_util.tree_leaves(g)):
+            t.grad = torch.tensor(gl)
+        topt.step()
+    for ours, theirs in zip(jax.tree_util.tree_leaves(p), tp):
+        np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_lamb_trust_ratio_masked():
