@@ -223,8 +223,12 @@ def parse_args(argv=None):
 
 
 def _accelerator_env():
-    """Leave room on the GPU for torch (timm check) beside JAX's preallocated pool."""
+    """Leave room on the GPU for torch (timm check) beside JAX's preallocated pool, and keep
+    the CPU backend available for the parity reference."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.6")
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms and "cpu" not in platforms.split(","):
+        os.environ["JAX_PLATFORMS"] = platforms + ",cpu"
 
 
 def _smoke_env():
