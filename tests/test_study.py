@@ -289,3 +289,14 @@ def test_flops_targets_and_alphas_expand():
     config.study.factors = (2.0,)
     with pytest.raises(ValueError, match="study.flops"):
         grid.expand(config)
+
+
+def test_case_insensitive_filesystem_refuses_dwr_with_dWr(tmp_path, monkeypatch):
+    from fastscale_jax import configs
+    from fastscale_jax.study import run as study_run
+
+    assert not study_run._case_insensitive(str(tmp_path))   # Linux tmp: case-sensitive
+    monkeypatch.setattr(study_run, "_case_insensitive", lambda workdir: True)
+    with pytest.raises(ValueError, match="study.kinds: runs 'dwr_x2_s0' and 'dWr_x2_s0'"):
+        study_run.run_study(configs.load("study:demo"), str(tmp_path / "s"))
+    assert not (tmp_path / "s").exists()

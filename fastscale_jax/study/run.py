@@ -45,10 +45,39 @@ def _validate(config) -> str:
     return metric
 
 
+def _case_insensitive(workdir: str) -> bool:
+    """True when the filesystem that holds workdir folds case (macOS / Windows defaults)."""
+    path = os.path.abspath(workdir)
+    while not os.path.isdir(path):
+        path = os.path.dirname(path)
+    probe = os.path.join(path, f".fastscale_case_probe_{os.getpid()}")
+    try:
+        open(probe, "w").close()
+        return os.path.exists(os.path.join(path, os.path.basename(probe).upper()))
+    except OSError:
+        return False
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
+
+
+def _check_names(members, workdir: str) -> None:
+    folded = {}
+    for m in members:
+        folded.setdefault(m.name.casefold(), []).append(m.name)
+    clash = next((v for v in folded.values() if len(v) > 1), None)
+    if clash and _case_insensitive(workdir):
+        raise ValueError(f"study.kinds: runs {clash[0]!r} and {clash[1]!r} would share one folder "
+                         f"on this case-insensitive filesystem ({workdir}); use a --workdir on "
+                         "a case-sensitive filesystem, or strategies whose names differ in more "
+                         "than case (dWr is study.alphas=(0.8,))")
+
+
 def prepare(config, workdir: str) -> tuple[list, list[str]]:
     """Members of the grid and the sub-workdirs still to run; writes each unfinished member's
     study_run.pkl (its training config and spec). Validates everything first."""
     members = grid.expand(config)
+    _check_names(members, workdir)
     configs = [grid.member_config(config, m) for m in members]
     todo = []
     for m, mc in zip(members, configs):
