@@ -112,7 +112,11 @@ class LocalExecutor:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(),
                                                         env.get("PYTHONPATH")) if p)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with open(os.path.join(member_dir, "train.log"), "ab") as logf:
+        log_path = os.path.join(member_dir, "train.log")
+        self.log(f"starting {os.path.basename(member_dir)}"
+                 + (f" ({', '.join(f'{k}={v}' for k, v in env_extra.items())})"
+                    if env_extra else "") + f"; output in {log_path}")
+        with open(log_path, "ab") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "fastscale_jax.study.runner",
                                      member_dir], stdout=logf, stderr=subprocess.STDOUT,
                                     env=env, cwd=member_dir)

@@ -21,7 +21,7 @@ class StudyFailedError(ValueError):
     """Every run of the study failed (ValueError, so launch.py prints it and exits 2)."""
 
 
-def _progress(workdir, total, counter, log):
+def _progress(total, counter, log):
     def on_done(member_dir):
         counter[0] += 1
         st = runner.read_status(member_dir) or {}
@@ -73,9 +73,9 @@ def _check_names(members, workdir: str) -> None:
                          "than case (dWr is study.alphas=(0.8,))")
 
 
-def prepare(config, workdir: str) -> tuple[list, list[str]]:
-    """Members of the grid and the sub-workdirs still to run; writes each unfinished member's
-    study_run.pkl (its training config and spec). Validates everything first."""
+def prepare(config, workdir: str) -> tuple[list, list[tuple]]:
+    """(members of the grid, [(sub-workdir, training config, spec)] of those not finished with
+    this config). Validates the whole grid first; writes nothing."""
     members = grid.expand(config)
     _check_names(members, workdir)
     configs = [grid.member_config(config, m) for m in members]
@@ -110,7 +110,7 @@ def run_study(config, workdir: str, *, log=print) -> dict:
     if todo and not collect_only:
         for d, mc, spec in todo:
             runner.write_run(d, mc, spec)
-        executor.run([d for d, _, _ in todo], on_done=_progress(workdir, len(todo), [0], log))
+        executor.run([d for d, _, _ in todo], on_done=_progress(len(todo), [0], log))
         log(f"study: ran {len(todo)} run(s) in {time.time() - t0:.0f} s")
     return summarize(config, workdir, members, metric, log=log,
                      require_success=not collect_only)
