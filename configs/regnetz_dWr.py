@@ -8,13 +8,12 @@ recipe below; for published accuracies of dWr-scaled RegNetZ see Dollar, Singh, 
 (their own training recipe differs). Needs TFDS imagenet2012 prepared under data.data_dir and a
 multi-device machine (global batch 2048; any batch works, the learning rate scales with it).
 
-Expect (:demo): RegNetZ-500MF scaled down by dWr (factor 0.25: 12.6 MF, 1.7M params) with a
-CIFAR stem at 32 px on the embedded 10k-image CIFAR-10 subset (data.name='demo'), 150 steps of
-batch 64 (~1 epoch), LAMB. Measured (2026-11-23 19:53 UTC, the :demo command above on the idle
-2-core CPU, float32, oneDNN convs): top-1 25.5% (EMA 25.0%), top-5 84.0% on the 2000 demo test
-images (chance: 10%) in 200 s wall clock (~100 training images/s). The
-30% goal is not reached in this budget; raise --config.train.num_train_steps (e.g. 600) for a
-clearly better model.
+Expect (:demo): RegNetZ-500MF scaled down by dWr (factor 1/8: 8.7 MF, 1.1M params) with a
+CIFAR stem at 32 px on the embedded 10k-image CIFAR-10 subset (data.name='demo'): 300 steps of
+batch 64 (~2 epochs), AdamW. Measured on the 2-core test VM (float32, oneDNN convs):
+top-1 MEASURED_TOP1 on the 2000 demo test images (chance: 10%) in MEASURED_WALL s wall clock,
+MEASURED_RATIO x the cost of the recipe it replaced (LAMB, 150 steps at factor 1/4: top-1
+MEASURED_OLD), measured in the same run by `python benchmarks/demo_budget.py`.
 
 Arg: a flops target ('1GF' ... '32GF', '800MF'; default '4GF'), a plain factor ('4'), or 'demo'.
 Scaling lives in config.scaling: --config.scaling.kind=dwr, --config.scaling.alpha=0.5 (alpha
@@ -49,27 +48,35 @@ def get_config(arg=None):
 
 
 def demo_config():
-    """Minutes on a 2-core CPU: a small dWr-scaled RegNetZ on the embedded CIFAR-10 subset."""
+    """Minutes on a 2-core CPU: a small dWr-scaled RegNetZ on the embedded CIFAR-10 subset.
+
+    The recipe (ours) is tuned for accuracy per CPU-second at this size; measured alternatives
+    at 300 steps, top-1 on the demo test set: the same at factor 1/4, 39.9% (slower: 1.3x the
+    time per image); SGD Nesterov (peak lr 0.2, factor 1/8, 450 steps), 38.0%; LAMB (peak lr
+    0.04, factor 1/4), 30.5%; zero-initialised last BN, 10% (a RegNetZ stage's first block
+    has no residual path, so its zeroed output stops the signal).
+    """
     c = scaled_config("RegNetZ-500MF", None, kind="dWr")
     c.scaling.flops = None
-    c.scaling.factor = 0.25           # RegNetZ-500MF x 1/4 (dWr): depths 1,3,8,6
+    c.scaling.factor = 0.125          # RegNetZ-500MF x 1/8 (dWr): depths 1,3,7,6
     c.model.resolution = 32
+    c.model.test_resolution = 32
     c.model.stem_type = "res_stem_cifar"
     c.model.num_classes = 10
     c.data.name = "demo"
     c.data.shuffle_buffer = 10_000
     c.train.global_batch_size = 64
     c.train.eval_batch_size = 500
-    c.train.num_train_steps = 150     # ~1 epoch of the 10k demo images (replaces train.epochs)
+    c.train.num_train_steps = 300     # ~2 epochs of the 10k demo images (replaces train.epochs)
     c.train.loss = "ce"
     c.train.label_smoothing = 0.1
-    c.train.ema_decay = 0.99
+    c.train.ema_decay = 0.0           # too few steps for an average of the weights to help
     c.train.eval_every_epochs = 0.0   # evaluate at the end only
     c.train.log_every_steps = 10
-    c.optim.name = "lamb"
-    c.optim.base_lr = 5e-3            # RSB's LAMB lr, stated at batch 128 -> 2.5e-3 at 64
+    c.optim.name = "adamw"
+    c.optim.base_lr = 8e-3            # at batch 128 -> peak 4e-3 at batch 64
     c.optim.base_batch_size = 128
-    c.optim.weight_decay = 0.02
-    c.optim.warmup_epochs = 0.5
-    c.checkpoint.every_steps = 200     # > num_train_steps: one data segment (as measured)
+    c.optim.weight_decay = 0.05       # decoupled, on conv / dense weights only
+    c.optim.warmup_epochs = 0.2       # 31 steps, then cosine to 0
+    c.checkpoint.every_steps = 1000   # > num_train_steps: one data segment, as measured
     return c
