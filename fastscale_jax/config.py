@@ -26,7 +26,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from fastscale_jax.data.config import default_data_config
-from fastscale_jax.scaling import scale, scale_to
+from fastscale_jax.scaling import parse_flops, scale, scale_to
 from fastscale_jax.zoo import get_model_spec
 
 # Spec fields a config may override (model.<field>), with their types.
@@ -230,15 +230,18 @@ def resolve_family(config) -> list[tuple[dict, object]]:
 
 
 def parse_flops_arg(arg: str, default: str = "4GF"):
-    """A config argument like '4GF', '800MF' or a plain factor '4' -> (flops_str or None, factor or None)."""
+    """A config argument: a plain factor '4', or a flops target '800MF' / '4GF' / '1.5TF'
+    (validated by scaling.parse_flops) -> (flops_str or None, factor or None)."""
     a = (arg or default).strip()
-    if a.upper().endswith(("GF", "MF")):
-        return a.upper(), None
     try:
         f = float(a)
     except ValueError:
-        raise ValueError(f"config argument {arg!r}: expected a flops target like '4GF' / "
-                         "'800MF' or a scaling factor like '4'") from None
+        try:
+            parse_flops(a)
+        except ValueError as e:
+            raise ValueError(f"config argument {arg!r} is neither a scaling factor like '4' "
+                             f"nor a usable flops target: {e}") from None
+        return a.upper(), None
     if not (math.isfinite(f) and f > 0):
         raise ValueError(f"config argument {arg!r}: the factor must be positive")
     return None, f

@@ -151,7 +151,7 @@ _FLOPS_SUFFIXES = (("PF", 1e15), ("TF", 1e12), ("GF", 1e9), ("MF", 1e6), ("P", 1
                    ("T", 1e12), ("G", 1e9), ("M", 1e6))
 
 
-def _parse_flops(flops) -> float:
+def parse_flops(flops) -> float:
     """A flops target (multiply-adds per image) from a number or '800MF' / '4GF' / '1.5TF'."""
     v = None
     if isinstance(flops, str):
@@ -187,7 +187,7 @@ def scale_to(spec: Spec, flops, kind: str | None = None, *, alpha: float | None 
     the smallest |log(achieved / target)|. Raises ValueError when even the best candidate is
     more than `tolerance` (relative) away, e.g. a target below what the model can reach.
     """
-    target = _parse_flops(flops)
+    target = parse_flops(flops)
     scaling_exponents(kind, alpha=alpha)  # validate early
     base = complexity(spec)["flops"]
     f0 = target / base

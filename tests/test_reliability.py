@@ -93,8 +93,8 @@ def test_scaling_kinds_and_flops_targets():
             fs.scale_to(spec, absurd, "dWr")
     with pytest.raises(ValueError, match="cannot parse flops target '4XF'"):
         fs.scale_to(spec, "4XF", "dWr")
-    from fastscale_jax.scaling import _parse_flops
-    assert _parse_flops("1.5TF") == 1.5e12 and _parse_flops("800mf") == 8e8
+    from fastscale_jax.scaling import parse_flops
+    assert parse_flops("1.5TF") == 1.5e12 and parse_flops("800mf") == 8e8
 
 
 def test_convert_rejects_nan_weights():
@@ -303,3 +303,13 @@ def test_cli_one_line_errors(tmp_path):
     assert not missing.exists()
     assert "at or above 1 PF" in launch("--mode", "complexity",
                                         "--config.scaling.flops=1000TF")
+
+
+def test_config_argument_flops_targets_share_the_scalers_parser():
+    from fastscale_jax.config import parse_flops_arg
+
+    assert parse_flops_arg("1.5tf") == ("1.5TF", None) and parse_flops_arg("4") == (None, 4.0)
+    with pytest.raises(ValueError, match="'2000PF' is neither.*did you mean GF or MF"):
+        parse_flops_arg("2000PF")
+    with pytest.raises(ValueError, match="factor must be positive"):
+        parse_flops_arg("-4")
