@@ -5,8 +5,11 @@ trainer and by pycls 0.1.1's model in a minimal PyTorch (CPU) loop; per-epoch te
     python benchmarks/convergence_parity.py --epochs 1 --seeds 1 --limit 4   # smoke test
     python benchmarks/convergence_parity.py --sides torch --seeds 2
 
-Model: a RegNetY built by pycls from its cfg (REGNET.DEPTH/W0/WA/WM/GROUP_W, SE on,
-STEM_TYPE res_stem_cifar, 10 classes, 32 px) and the same spec in ours
+Model: a RegNetY built by pycls from its cfg (default REGNET.DEPTH 8, W0 16, WA 16, WM 2.0,
+GROUP_W 8, SE on (SE_R 0.25), STEM_W 32, STEM_TYPE res_stem_cifar; 10 classes, 32 px: stages
+of depths (1, 1, 3, 3) and widths (16, 32, 64, 128), 3.6 MF, 0.20M params, 97k acts; small
+because pycls's grouped convs on a 2-core CPU take ~0.9 CPU-s per batch of 128 even at this
+size) and the same spec in ours
 (fastscale_jax.specs.regnet_spec); flops, params and acts are compared before training and
 the script stops if they differ.
 
@@ -83,10 +86,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--warmup-factor", type=float, default=0.1)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--depth", type=int, default=10)
-    p.add_argument("--w0", type=int, default=24)
-    p.add_argument("--wa", type=float, default=36.0)
-    p.add_argument("--wm", type=float, default=2.5)
+    p.add_argument("--depth", type=int, default=8)
+    p.add_argument("--w0", type=int, default=16)
+    p.add_argument("--wa", type=float, default=16.0)
+    p.add_argument("--wm", type=float, default=2.0)
     p.add_argument("--group-w", type=int, default=8)
     p.add_argument("--no-se", action="store_true", help="RegNetX instead of RegNetY")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
@@ -94,6 +97,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "convergence_parity.json"))
     p.add_argument("--no-step-check", action="store_true",
                    help="skip the one-step comparison from the same weights (see step_check)")
+    p.add_argument("--collect", action="store_true",
+                   help="only summarise the worker results already in --workdir")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)   # 'side:seed'
     return p.parse_args(argv)
 
@@ -437,6 +442,7 @@ def table(results: dict, spe: int, epochs: int) -> str:
 
 def summarise(args, results: dict, model_cx: dict) -> dict:
     spe = steps_per_epoch(args)
+    results = {s: runs for s, runs in results.items() if runs}
     out = {"args": {k: v for k, v in vars(args).items() if k != "worker"},
            "model_complexity": model_cx, "steps_per_epoch": spe,
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
@@ -446,17 +452,34 @@ def summarise(args, results: dict, model_cx: dict) -> dict:
         out["final"][s] = {"mean": m, "std": sd, "n": len(runs),
                            "per_seed": [100 * r["top1"][-1] for r in runs],
                            "wall_s": [r["wall_s"] for r in runs]}
-    print("\n" + table(results, spe, args.epochs))
+    if len(results) == 2 and all(len(r) > 1 for r in results.values()):
+        out["verdict"] = verdict(*[[100 * r["top1"][-1] for r in runs]
+                                   for runs in results.values()])
+    return out
+
+
+def report(out: dict) -> None:
+    results = out["results"]
+    if not results:
+        return
+    print("\n" + table(results, out["steps_per_epoch"], len(next(iter(results.values()))[0]["top1"])))
     for s, f in out["final"].items():
         print(f"{s}: final top-1 {f['mean']:.2f} ± {f['std']:.2f} % (n={f['n']}; seeds "
               f"{', '.join(f'{v:.2f}' for v in f['per_seed'])}; wall "
               f"{statistics.fmean(f['wall_s']):.0f} s per run)")
-    if len(results) == 2 and all(len(r) > 1 for r in results.values()):
-        v = verdict(*[[100 * r["top1"][-1] for r in runs] for runs in results.values()])
-        out["verdict"] = v
+    v = out.get("verdict")
+    if v:
         print(f"{' - '.join(results)}: {v['diff']:+.2f} points, SE {v['se']:.2f}: "
               f"{'within' if v['within_2se'] else 'NOT within'} 2 SE")
-    return out
+
+
+def collect(args) -> dict:
+    """Worker results already in --workdir ({side}_seed{n}.json), seeds 0..--seeds-1."""
+    results = {}
+    for side in args.sides:
+        paths = [os.path.join(args.workdir, f"{side}_seed{n}.json") for n in range(args.seeds)]
+        results[side] = [json.load(open(p)) for p in paths if os.path.exists(p)]
+    return results
 
 
 def main(argv=None) -> None:
@@ -466,18 +489,32 @@ def main(argv=None) -> None:
         return run_worker(args)
     cx = check_same_model(args)
     print(f"model: ours == pycls: {cx} (flops = multiply-adds at 32 px)", flush=True)
-    check = None if args.no_step_check else spawn(args, "check", 0, argv)
-    load = {"before": os.getloadavg()}
-    results = {side: [] for side in args.sides}
-    for seed in range(args.seeds):   # interleaved: a change of machine load hits both sides
-        for side in args.sides:
-            results[side].append(spawn(args, side, seed, argv))
-    load["after"] = os.getloadavg()
-    out = summarise(args, results, cx)
-    out["loadavg"], out["step_check"] = load, check
+    extra = {"started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+             "loadavg": {"start": os.getloadavg()}}
+    if args.collect:
+        results = collect(args)
+    else:
+        if not args.no_step_check:
+            extra["step_check"] = spawn(args, "check", 0, argv)
+        results = {side: [] for side in args.sides}
+        for seed in range(args.seeds):   # interleaved: a change of machine load hits both sides
+            for side in args.sides:
+                run = spawn(args, side, seed, argv)
+                run["loadavg_after"] = os.getloadavg()
+                results[side].append(run)
+                write(args, dict(summarise(args, results, cx), **extra))   # partial results
+    extra["loadavg"]["end"] = os.getloadavg()
+    extra["ended_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    out = dict(summarise(args, results, cx), **extra)
+    report(out)
+    write(args, out)
+    print(f"wrote {args.out}; load average at start {extra['loadavg']['start']}, "
+          f"at end {extra['loadavg']['end']}")
+
+
+def write(args, out: dict) -> None:
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
-    print(f"wrote {args.out}; load average before {load['before']}, after {load['after']}")
 
 
 if __name__ == "__main__":
