@@ -15,7 +15,7 @@ directory; fastscale_jax.configs.names() lists them). Any config field can be ov
 import difflib
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :arg.",
@@ -96,6 +96,8 @@ def main(argv):
     from fastscale_jax import main as fs_main
     from fastscale_jax._extras import MissingExtra
 
+    if not flags.FLAGS["verbosity"].present:  # libraries' INFO lines (JAX's backend probe
+        logging.set_verbosity(logging.WARNING)  # for a TPU, ...) say nothing actionable
     config, mode = flags.FLAGS.config, flags.FLAGS.mode
     try:
         if mode != "complexity":
