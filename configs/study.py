@@ -58,7 +58,7 @@ Arg: 'demo' (default), 'cifar10' or 'imagenet'. The grid is config.study:
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from fastscale_jax.configs import cifar10, regnetz_dWr
+from fastscale_jax.configs import cifar10
 from fastscale_jax.config import base_config
 from fastscale_jax.train import recipes
 
@@ -115,16 +115,35 @@ def _cifar_base(c):
 
 
 def demo_config():
-    """~6 CPU-minutes on a 2-core VM: the regnetz_dWr:demo recipe, 4 runs of 100 steps."""
-    c = regnetz_dWr.demo_config()
+    """~6 CPU-minutes on a 2-core VM: 4 runs of 100 steps on the embedded demo data.
+
+    The recipe is pinned here (it is part of the experiment; ours): the one the measured run in
+    benchmarks/RESULTS.md section 6 used -- LAMB, peak lr 2.5e-3 at batch 64 (5e-3 at 128, RSB's
+    LAMB rule), weight decay 0.02 on weights, 15 warmup steps then cosine, label smoothing 0.1,
+    EMA 0.99 evaluated alongside the raw weights.
+    """
+    c = base_config()
     _cifar_base(c)
+    c.data.name = "demo"
+    c.data.shuffle_buffer = 10_000
+    c.train.global_batch_size = 64
+    c.train.eval_batch_size = 500
+    c.train.num_train_steps = 100    # 2/3 of an epoch of the 10k demo images per run
+    c.train.loss = "ce"
+    c.train.label_smoothing = 0.1
+    c.train.ema_decay = 0.99
+    c.train.eval_every_epochs = 0.0  # evaluate at the end only
+    c.train.log_every_steps = 10
+    c.train.progress = False         # runs log to DIR/<run>/train.log
+    c.optim.name = "lamb"
+    c.optim.base_lr = 5e-3
+    c.optim.base_batch_size = 128
+    c.optim.weight_decay = 0.02
+    c.optim.warmup_epochs = 0.1      # 15 steps
+    c.checkpoint.every_steps = 100
     c.study = study_section("RegNetZ-500MF", ("dwr", "dWr"), (2, 4), seeds=1)
     c.study.base_kind = "dw"
     c.study.base_factor = 1 / 16
-    c.train.num_train_steps = 100    # batch 64: 2/3 of an epoch of the 10k demo images per run
-    c.optim.warmup_epochs = 0.1      # 15 steps
-    c.train.progress = False         # runs log to DIR/<run>/train.log
-    c.checkpoint.every_steps = 100
     return c
 
 
