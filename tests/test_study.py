@@ -300,3 +300,26 @@ def test_case_insensitive_filesystem_refuses_dwr_with_dWr(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="study.kinds: runs 'dwr_x2_s0' and 'dWr_x2_s0'"):
         study_run.run_study(configs.load("study:demo"), str(tmp_path / "s"))
     assert not (tmp_path / "s").exists()
+
+
+def test_finished_means_done_at_its_step_with_the_same_settings(tmp_path):
+    from fastscale_jax import configs
+    from fastscale_jax.study import collect, grid, runner
+
+    config = configs.load("study:demo")
+    member = grid.expand(config)[0]
+    mc = grid.member_config(config, member)
+    d = tmp_path / member.name
+    d.mkdir()
+    (d / "config.json").write_text(mc.to_json_best_effort(indent=2))   # what the loop writes
+    (d / "final_metrics.json").write_text(json.dumps({"step": 100, "top1": 0.3}))
+    runner.write_status(str(d), {"status": "done", "step": 100})
+    assert collect.is_finished(str(d), mc)
+    mc.optim.base_lr = 1e-3                      # a changed setting: train again
+    assert not collect.is_finished(str(d), mc)
+    mc.optim.base_lr = config.optim.base_lr
+    with mc.unlocked():
+        mc.train.some_new_default = 1            # a key a newer library adds: still finished
+    assert collect.is_finished(str(d), mc)
+    runner.write_status(str(d), {"status": "done", "step": 50})   # stopped before its end
+    assert not collect.is_finished(str(d), mc)

@@ -35,14 +35,35 @@ def _read_json(path):
         return None
 
 
-def is_finished(member_dir: str, config_hash: str | None = None) -> bool:
-    """True when the run finished (status 'done', final_metrics.json at the status's step) with
-    the same training config (when config_hash is given)."""
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def same_config(member_dir: str, config) -> bool:
+    """True when the run's config.json (what it last trained with) agrees with `config` on
+    every key both have: a changed setting means retraining, a key added or removed by a newer
+    version of the library does not."""
+    old = _read_json(os.path.join(member_dir, "config.json"))
+    if old is None:
+        return False
+    a, b = _flat(old), _flat(json.loads(config.to_json_best_effort()))
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
+def is_finished(member_dir: str, config=None) -> bool:
+    """True when the run finished (status 'done', final_metrics.json at the status's step)
+    and, when `config` is given, trained with the same settings (same_config)."""
     st = runner.read_status(member_dir)
     final = _read_json(os.path.join(member_dir, "final_metrics.json"))
     if not st or st.get("status") != "done" or not final:
         return False
-    if config_hash is not None and st.get("config_hash") != config_hash:
+    if config is not None and not same_config(member_dir, config):
         return False
     return int(final.get("step", -1)) == int(st.get("step", -2))
 

@@ -82,7 +82,7 @@ def prepare(config, workdir: str) -> tuple[list, list[tuple]]:
     todo = []
     for m, mc in zip(members, configs):
         d = os.path.join(workdir, m.name)
-        if not collect.is_finished(d, runner.config_hash(mc)):
+        if not collect.is_finished(d, mc):
             todo.append((d, mc, m.spec))
     return members, todo
 

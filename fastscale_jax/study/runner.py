@@ -6,13 +6,12 @@ The study writes `DIR/<run>/study_run.pkl` (the member's training config and mod
 this trains it with `fastscale_jax.train.train_and_evaluate` in DIR/<run> (resuming from its
 checkpoints) and records the outcome in `DIR/<run>/study_status.json`:
 {'status': 'done' | 'failed' | 'interrupted' | 'running', 'error', 'step', 'wall_s',
-'config_hash', 'attempt'}. A training error is recorded, not raised (exit code 1), so that one
+'attempt'}. A training error is recorded, not raised (exit code 1), so that one
 crashed run never stops the study. submitit jobs call `run_member` in the job's process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -24,18 +23,12 @@ RUN_FILE = "study_run.pkl"
 STATUS_FILE = "study_status.json"
 
 
-def config_hash(config) -> str:
-    """A short hash of a training config (its JSON form), to notice a changed study config."""
-    text = config.to_json_best_effort(sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def write_run(member_dir: str, config, spec) -> None:
     """Store what `run_member` needs: the member's training config and spec."""
     os.makedirs(member_dir, exist_ok=True)
     tmp = os.path.join(member_dir, RUN_FILE + ".tmp")
     with open(tmp, "wb") as f:
-        pickle.dump({"config": config, "spec": spec, "config_hash": config_hash(config)}, f)
+        pickle.dump({"config": config, "spec": spec}, f)
     os.replace(tmp, os.path.join(member_dir, RUN_FILE))
 
 
@@ -73,8 +66,8 @@ def run_member(member_dir: str) -> dict:
         run = pickle.load(f)
     config, spec = run["config"], run["spec"]
     prev = read_status(member_dir) or {}
-    status = {"status": "running", "error": "", "config_hash": run["config_hash"],
-              "attempt": int(prev.get("attempt", 0)) + 1, "pid": os.getpid(),
+    status = {"status": "running", "error": "", "attempt": int(prev.get("attempt", 0)) + 1,
+              "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     main = _is_main_task()
     if main:
