@@ -10,10 +10,11 @@ multi-device machine (global batch 2048; any batch works, the learning rate scal
 
 Expect (:demo): RegNetZ-500MF scaled down by dWr (factor 1/8: 8.7 MF, 1.1M params) with a
 CIFAR stem at 32 px on the embedded 10k-image CIFAR-10 subset (data.name='demo'): 300 steps of
-batch 64 (~2 epochs), AdamW. Measured on the 2-core test VM (float32, oneDNN convs):
-top-1 MEASURED_TOP1 on the 2000 demo test images (chance: 10%) in MEASURED_WALL s wall clock,
-MEASURED_RATIO x the cost of the recipe it replaced (LAMB, 150 steps at factor 1/4: top-1
-MEASURED_OLD), measured in the same run by `python benchmarks/demo_budget.py`.
+batch 64 (~2 epochs), AdamW. Measured (2026-11-29, 2-core VM, float32, oneDNN convs): top-1
+41.30%, top-5 90.45% on the 2000 demo test images (chance: 10%), in 197 s wall clock / 152 CPU-s
+at load average ~6 from other jobs; 0.90x the wall clock and 1.08x the CPU time of the recipe
+it replaced (LAMB, 150 steps at factor 1/4: top-1 24.65%), both measured in one run of
+`python benchmarks/demo_budget.py` (benchmarks/RESULTS.md section 8).
 
 Arg: a flops target ('1GF' ... '32GF', '800MF'; default '4GF'), a plain factor ('4'), or 'demo'.
 Scaling lives in config.scaling: --config.scaling.kind=dwr, --config.scaling.alpha=0.5 (alpha
