@@ -165,8 +165,8 @@ Trains a small fast-compound-scaled (dWr) RegNetZ on the embedded demo data (a 1
 CIFAR-10 subset shipped in the package), resumes from its checkpoint, evaluates, and plots the
 curves — the same code path as `python launch.py --config configs/regnetz_dWr.py:demo`.
 
-Defaults are a few dozen steps so that a CPU runtime finishes in minutes; set `STEPS = 600`
-for a clearly better model. For ImageNet on a GPU/TPU runtime, use the 4GF recipe:
+Defaults are a few dozen steps so that a CPU runtime finishes in minutes; `STEPS = 300` is the
+`:demo` length (41% top-1 on the demo test images, ~3 CPU-minutes on 2 cores). For ImageNet on a GPU/TPU runtime, use the 4GF recipe:
 `config = configs.load("regnetz_dWr:4GF")`, `config.data.name = "imagenet2012"` and
 `config.data.data_dir = "<your TFDS dir>"` (prepare it with `tfds build imagenet2012`)."""),
     new_code_cell(INSTALL),
