@@ -75,7 +75,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sides", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per side")
+    p.add_argument("--seeds", type=int, default=3, help="N seeds per side")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--limit", type=int, default=0,
                    help="train steps per epoch (0 = all: 10000 // batch); for smoke tests")
@@ -410,6 +411,10 @@ def spawn(args, side: str, seed: int, argv) -> dict:
         return json.load(f)
 
 
+def seeds(args):
+    return range(args.first_seed, args.first_seed + args.seeds)
+
+
 def mean_std(values):
     values = [float(v) for v in values]
     return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -474,10 +479,10 @@ def report(out: dict) -> None:
 
 
 def collect(args) -> dict:
-    """Worker results already in --workdir ({side}_seed{n}.json), seeds 0..--seeds-1."""
+    """Worker results already in --workdir ({side}_seed{n}.json) of this run's seeds."""
     results = {}
     for side in args.sides:
-        paths = [os.path.join(args.workdir, f"{side}_seed{n}.json") for n in range(args.seeds)]
+        paths = [os.path.join(args.workdir, f"{side}_seed{n}.json") for n in seeds(args)]
         results[side] = [json.load(open(p)) for p in paths if os.path.exists(p)]
     return results
 
@@ -497,7 +502,7 @@ def main(argv=None) -> None:
         if not args.no_step_check:
             extra["step_check"] = spawn(args, "check", 0, argv)
         results = {side: [] for side in args.sides}
-        for seed in range(args.seeds):   # interleaved: a change of machine load hits both sides
+        for seed in seeds(args):   # interleaved: a change of machine load hits both sides
             for side in args.sides:
                 run = spawn(args, side, seed, argv)
                 run["loadavg_after"] = os.getloadavg()
