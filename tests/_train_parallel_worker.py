@@ -2,6 +2,7 @@
 
     python tests/_train_parallel_worker.py equal OUT.json     # pmap vs shard_map, 8 devices
     python tests/_train_parallel_worker.py multihost PORT PID WORKDIR
+    python tests/_train_parallel_worker.py multihost_term PORT PID WORKDIR   # SIGTERM to pid 1
 """
 
 import json
@@ -76,6 +77,24 @@ def equal(out_path):
                    "bad_batch_error": bad}, f)
 
 
+def multihost_term(port, pid, workdir):
+    """Process 1 alone gets SIGTERM (while serving its batch 1); both must stop and save at
+    the same step."""
+    from fastscale_jax.train import loop
+    from fastscale_jax.train.synthetic import SyntheticData
+    from test_train_loop import SPEC, SigtermData
+
+    c = tiny_config("pmap", steps=40)
+    c.distributed.coordinator_address = f"localhost:{port}"
+    c.distributed.num_processes = 2
+    c.distributed.process_id = int(pid)
+    data = SigtermData(1, num_eval=21) if int(pid) == 1 else SyntheticData(num_eval=21)
+    res = loop.train_and_evaluate(c, workdir, data=data, spec=SPEC)
+    print("RESULT " + json.dumps({"pid": int(pid), "step": res["step"],
+                                  "interrupted": bool(res.get("interrupted")),
+                                  "losses": res["losses"]}), flush=True)
+
+
 def multihost(port, pid, workdir):
     from fastscale_jax.train import loop
     from fastscale_jax.train.synthetic import SyntheticData
@@ -97,5 +116,7 @@ def multihost(port, pid, workdir):
 if __name__ == "__main__":
     if sys.argv[1] == "equal":
         equal(sys.argv[2])
+    elif sys.argv[1] == "multihost_term":
+        multihost_term(*sys.argv[2:5])
     else:
         multihost(*sys.argv[2:5])

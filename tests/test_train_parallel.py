@@ -52,11 +52,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_process_cpu_run(tmp_path):
+def _two_processes(mode, workdir):
+    """Run the worker's `mode` as processes 0 and 1 of a jax.distributed run; their RESULTs."""
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, WORKER, "multihost", str(port), str(i),
-                               str(tmp_path / "run")], env=_env(2), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, WORKER, mode, str(port), str(i), str(workdir)],
+                              env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for i in range(2)]
     outs = []
     try:
         for p in procs:
@@ -67,8 +68,21 @@ def test_two_process_cpu_run(tmp_path):
                 p.kill()
     for p, o in zip(procs, outs):
         assert p.returncode == 0, o[-4000:]
-    res = [json.loads(line[7:]) for o in outs for line in o.splitlines()
-           if line.startswith("RESULT ")]
+    return [json.loads(line[7:]) for o in outs for line in o.splitlines()
+            if line.startswith("RESULT ")]
+
+
+def test_sigterm_to_one_process_stops_all_at_one_step(tmp_path):
+    """JAX's preemption service: both processes save the same step and return."""
+    res = _two_processes("multihost_term", tmp_path / "run")
+    assert len(res) == 2 and all(r["interrupted"] for r in res)
+    assert res[0]["step"] == res[1]["step"] < 40
+    assert res[0]["losses"] == res[1]["losses"]
+    assert os.listdir(tmp_path / "run" / "checkpoints") == [str(res[0]["step"])]
+
+
+def test_two_process_cpu_run(tmp_path):
+    res = _two_processes("multihost", tmp_path / "run")
     assert len(res) == 2
     assert all(r["process_count"] == 2 and r["devices"] == 4 for r in res)
     assert res[0]["losses"] == res[1]["losses"] and len(res[0]["losses"]) == 4

@@ -244,19 +244,34 @@ def _write_run_info(run: _Run):
 
 
 class _SigTerm:
-    """Sets a flag on SIGTERM (main thread only); the loop saves and returns."""
+    """Preemption: `stop_at(step)` says when the loop must save and return.
 
-    def __init__(self):
+    One process: a SIGTERM handler (main thread only) sets a flag. Several processes (a
+    jax.distributed run): every process must save the same step, or the collective save and
+    the next step's collectives would wait forever, so the handler is left to JAX's
+    preemption service, which hears the SIGTERM any process gets and makes
+    multihost_utils.reached_preemption_sync_point true on all of them at the same step.
+    """
+
+    def __init__(self, multi_process: bool = False):
         self.flag = False
+        self.multi = multi_process
         self._old = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if not self.multi and threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def _handle(self, signum, frame):
         self.flag = True
+
+    def stop_at(self, step: int) -> bool:
+        if not self.multi:
+            return self.flag
+        from jax.experimental import multihost_utils
+
+        return bool(multihost_utils.reached_preemption_sync_point(int(step)))
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -376,7 +391,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
         if run.is_main:
             print("compiling the train step (the first step takes longer; timings and the "
                   "ETA settle after it)...", flush=True)
-        with _SigTerm() as sigterm:
+        with _SigTerm(multi_process=run.process_count > 1) as sigterm:
             while step < run.total_steps:
                 if it is None or step % run.every == 0:
                     it = run.train_iter(step)
@@ -424,7 +439,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
                     t_eval = time.time()
                     do_eval(step)
                     timing["eval_s"] += time.time() - t_eval
-                if sigterm.flag:
+                if sigterm.stop_at(step):
                     if last_saved != step:
                         save(step, now=True)
                     run.ckpt.close()
