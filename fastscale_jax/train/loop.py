@@ -151,6 +151,11 @@ class _Run:
             # the newest checkpoint that reads back completely (broken ones: warned, moved)
             latest, self.restored = ckpt_lib.latest_intact(
                 self.ckpt, spec, workdir, move_broken=self.is_main and not for_eval)
+            if self.process_count > 1:  # process 0 may have moved broken ones: all see it
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices("fastscale_jax: checkpoints checked")
+                self.ckpt.manager.reload()
             if latest is not None and not for_eval and not config.checkpoint.resume:
                 raise ValueError(f"--workdir {workdir} already has checkpoints (latest step "
                                  f"{latest}) and checkpoint.resume=False; use a new --workdir "
