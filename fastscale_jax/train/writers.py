@@ -134,7 +134,7 @@ def plot_curves(workdir: str, title: str = "") -> str | None:
         last = ev[-1]
         ax2.annotate(f"eval top-1 {100 * last['top1']:.1f}% at step {last['step']}",
                      (last["step"], 100 * last["top1"]), textcoords="offset points",
-                     xytext=(-8, 8), ha="right", fontsize=9)
+                     xytext=(-8, -6), ha="right", va="top", fontsize=9)
     for ax in (ax1, ax2):  # the whole run, not a zoom on a single eval point
         ax.set_xlim(0, max(r["step"] for r in recs) * 1.02)
     ax1.set_xlabel("step")
