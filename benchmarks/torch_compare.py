@@ -120,14 +120,20 @@ def torch_model(name, spec, source):
     return timm_model(name), f"timm {timm.__version__} {TIMM_NAMES[name]}"
 
 
-def time_calls(fn, warmup, iters, windows):
+def time_calls(fn, warmup, iters, windows, sync=None):
+    """(median, min, max) seconds per call of `fn` over `windows` windows of `iters` calls,
+    after `warmup` calls; `sync()` (e.g. torch.cuda.synchronize) ends warm-up and each window,
+    so that asynchronous devices are timed to the end of their work."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(windows):
         t0 = time.perf_counter()
         for _ in range(iters):
             fn()
+        sync()
         times.append((time.perf_counter() - t0) / iters)
     return statistics.median(times), min(times), max(times)
 

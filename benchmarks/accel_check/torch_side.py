@@ -13,9 +13,6 @@ only at window edges; median per-step time.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 from accel_check.common import (
     FAIL,
     OK,
@@ -25,6 +22,7 @@ from accel_check.common import (
     one_line,
     result,
 )
+from torch_compare import time_calls  # benchmarks/ is on sys.path, as for accel_check
 
 TIMM_EFFNET = {"EfficientNet-B0": "efficientnet_b0"}
 B0_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
@@ -97,17 +95,7 @@ def torch_train_step_times(model, *, batch, res, device, warmup, iters, windows,
         loss.backward()
         opt.step()
 
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(windows):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step()
-        sync()
-        times.append((time.perf_counter() - t0) / iters)
-    return statistics.median(times), min(times), max(times)
+    return time_calls(step, warmup, iters, windows, sync=sync)
 
 
 def _import_torch_timm():
