@@ -4,6 +4,8 @@ trainer and by pycls 0.1.1's model in a minimal PyTorch (CPU) loop; per-epoch te
     python benchmarks/convergence_parity.py                      # 3 seeds x 2 sides, 5 epochs
     python benchmarks/convergence_parity.py --epochs 1 --seeds 1 --limit 4   # smoke test
     python benchmarks/convergence_parity.py --sides torch --seeds 2
+    python benchmarks/convergence_parity.py --seeds 3 --first-seed 3 --no-step-check  # more seeds
+    python benchmarks/convergence_parity.py --collect --seeds 6   # summarise seeds 0..5 in --workdir
 
 Model: a RegNetY built by pycls from its cfg (default REGNET.DEPTH 8, W0 16, WA 16, WM 2.0,
 GROUP_W 8, SE on (SE_R 0.25), STEM_W 32, STEM_TYPE res_stem_cifar; 10 classes, 32 px: stages
