@@ -305,12 +305,13 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
 
     workdir_lib.prepare(workdir)
     run = _Run(config, workdir, data, spec=spec)
-    done = run.finished() if run.is_main else None
+    done = run.finished()  # every process: one returning alone would leave the others waiting
     if done is not None:
         run.release()
-        print(f"{workdir} already finished {run.total_steps} steps: {_fmt(done)}. Nothing to "
-              "do; use a new --workdir (or delete this one) to train again, or --mode eval to "
-              "re-evaluate its checkpoint.")
+        if run.is_main:
+            print(f"{workdir} already finished {run.total_steps} steps: {_fmt(done)}. "
+                  "Nothing to do; use a new --workdir (or delete this one) to train again, or --mode eval "
+                  "to re-evaluate its checkpoint.")
         return dict(done, already_finished=True, losses=[])
     try:
         _write_run_info(run)
