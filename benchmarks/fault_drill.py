@@ -16,7 +16,7 @@ reported as broken.
 The summary gives points, steps redone, max |dloss| over all steps and checkpoints lost.
 
 The training process is this file with --worker: the tiny AnyNet of the tests on the
-synthetic data set (fastscale_jax.train.synthetic), with a short sleep per batch (--delay)
+synthetic data set of the tests (tests/synthetic_data.py), with a short sleep per batch (--delay)
 so that the drill can hit chosen steps. CPU only; about 1-3 minutes on 2 cores.
 """
 
@@ -52,7 +52,9 @@ def worker(args):
 
     from fastscale_jax.config import base_config
     from fastscale_jax.train import train_and_evaluate
-    from fastscale_jax.train.synthetic import SyntheticData
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from synthetic_data import SyntheticData
 
     jax.config.update("jax_compilation_cache_dir", args.cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -3,7 +3,7 @@ names the extra to install when a feature needs a missing one.
 
     tf = require("tensorflow", "train", "the input pipeline (fastscale_jax.data)")
 
-Extras (pyproject.toml): train (TensorFlow + TFDS: training input, TensorBoard events),
+Extras (pyproject.toml): train (TensorFlow + TFDS: training input; tensorboard: its events),
 cpu (oneDNN convolutions on Linux x86_64), torch (pycls / timm checkpoint conversion),
 cuda12 / tpu (JAX for accelerators), all (train + cpu + torch).
 """

@@ -38,7 +38,7 @@ def equal(out_path):
 
     from fastscale_jax.train import checkpoint as ckpt_lib
     from fastscale_jax.train import loop
-    from fastscale_jax.train.synthetic import SyntheticData
+    from synthetic_data import SyntheticData
     from test_train_loop import SPEC
 
     assert jax.device_count() == 8, jax.devices()
@@ -81,7 +81,7 @@ def multihost_term(port, pid, workdir):
     """Process 1 alone gets SIGTERM (while serving its batch 1); both must stop and save at
     the same step."""
     from fastscale_jax.train import loop
-    from fastscale_jax.train.synthetic import SyntheticData
+    from synthetic_data import SyntheticData
     from test_train_loop import SPEC, SigtermData
 
     c = tiny_config("pmap", steps=40)
@@ -97,7 +97,7 @@ def multihost_term(port, pid, workdir):
 
 def multihost(port, pid, workdir):
     from fastscale_jax.train import loop
-    from fastscale_jax.train.synthetic import SyntheticData
+    from synthetic_data import SyntheticData
     from test_train_loop import SPEC
 
     c = tiny_config("pmap", steps=4)

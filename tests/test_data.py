@@ -442,31 +442,22 @@ def test_tfds_source(tiny_tfds):
 
 
 # ------------------------------------------------------------------------------------------------
-# Import hygiene and device prefetch (fresh interpreter: 2 simulated CPU devices).
+# Import hygiene and the batch layout from jax (fresh interpreter: 2 simulated CPU devices).
 
 _SUBPROCESS = r"""
 import sys
-import fastscale_jax, fastscale_jax.data, fastscale_jax.data.config, fastscale_jax.data.pipeline
-from fastscale_jax.data import pipeline
+import fastscale_jax, fastscale_jax.data, fastscale_jax.data.config
 cfg = fastscale_jax.data.config.default_data_config()
-import jax, numpy as np
+assert "tensorflow" not in sys.modules, "importing the package imported tensorflow"
+from fastscale_jax.data import pipeline
+import jax
 assert jax.local_device_count() == 2
 assert pipeline.batch_layout(8) == (0, 1, 2, 4)  # process / device layout from jax
-batches = [{"image": np.full((2, 4, 5, 5, 3), i, np.float32), "label": np.zeros((2, 4), np.int32)}
-           for i in range(3)]
-out = list(pipeline.prefetch_to_device(iter(batches), size=2))
-assert len(out) == 3 and [int(b["image"][1, 0, 0, 0, 0]) for b in out] == [0, 1, 2]
-x = out[0]["image"]
-assert isinstance(x, jax.Array) and x.shape == (2, 4, 5, 5, 3)
-assert {s.device for s in x.addressable_shards} == set(jax.local_devices())
-assert all(s.data.shape == (1, 4, 5, 5, 3) for s in x.addressable_shards)
-assert jax.pmap(lambda a: a.sum())(x).shape == (2,)
-assert "tensorflow" not in sys.modules, "importing the package imported tensorflow"
 print("OK")
 """
 
 
-def test_no_tensorflow_on_import_and_prefetch_to_device():
+def test_no_tensorflow_on_import_and_batch_layout_from_jax():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -474,13 +465,3 @@ def test_no_tensorflow_on_import_and_prefetch_to_device():
     res = subprocess.run([sys.executable, "-c", _SUBPROCESS], env=env, capture_output=True,
                          text=True, timeout=240)
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
-
-
-def test_prefetch_to_device_single_device():
-    import jax
-    from fastscale_jax.data.prefetch import prefetch_to_device
-    batches = [{"x": np.full((1, 3), i, np.float32)} for i in range(5)]
-    out = list(prefetch_to_device(iter(batches), size=2, devices=jax.local_devices()[:1]))
-    assert [int(b["x"][0, 0]) for b in out] == list(range(5))
-    with pytest.raises(ValueError, match="leading axis"):
-        list(prefetch_to_device(iter([{"x": np.zeros((3, 2))}]), devices=jax.local_devices()[:1]))

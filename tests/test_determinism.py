@@ -14,7 +14,8 @@ import pytest
 
 from fastscale_jax.data.config import default_data_config
 from fastscale_jax.train import train_and_evaluate
-from fastscale_jax.train.synthetic import SyntheticData
+
+from synthetic_data import SyntheticData
 from test_train_loop import SPEC, CrashingData, SigtermData, make_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -28,8 +28,8 @@ from fastscale_jax.config import base_config
 from fastscale_jax.train import NonFiniteLossError, evaluate, train_and_evaluate
 from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import optim
-from fastscale_jax.train.synthetic import SyntheticData
 
+from synthetic_data import SyntheticData
 from test_train_loop import SPEC, compile_cache  # noqa: F401  (the tiny model, shared XLA cache)
 from test_train_loop import make_config as loop_config
 

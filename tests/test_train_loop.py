@@ -13,7 +13,8 @@ from fastscale_jax.config import base_config
 from fastscale_jax.specs import AnyNetSpec
 from fastscale_jax.train import NonFiniteLossError, evaluate, train_and_evaluate
 from fastscale_jax.train import checkpoint as ckpt_lib
-from fastscale_jax.train.synthetic import SyntheticData
+
+from synthetic_data import SyntheticData
 
 # dense convs (group width = width): fast to compile and run on XLA:CPU
 SPEC = AnyNetSpec(name="tiny-test", stem_type="res_stem_cifar", stem_w=8,

@@ -5,9 +5,10 @@
     info = pipeline.dataset_info(data_cfg)
     train_it = pipeline.train_iterator(data_cfg, global_batch_size=256, image_size=32)
 
-Importing this package does not import tensorflow; `pipeline` imports it when a function runs.
+Importing this package or `config` does not import tensorflow; importing `pipeline`, `sources`,
+`transforms` or `randaugment` does (an error naming the `train` extra if it is missing).
 Submodules: config (defaults + validation), pipeline (public API), sources (TFDS / folders /
-demo), transforms (decode, crops, normalisation), randaugment, prefetch (host -> device).
+demo), transforms (decode, crops, normalisation), randaugment, make_demo (builds the demo set).
 """
 
 __all__ = ["config", "pipeline"]
@@ -16,7 +17,6 @@ __all__ = ["config", "pipeline"]
 def __getattr__(name):
     import importlib
 
-    if name in ("config", "pipeline", "prefetch", "sources", "transforms", "randaugment",
-                "make_demo"):
+    if name in ("config", "pipeline", "sources", "transforms", "randaugment", "make_demo"):
         return importlib.import_module(f"fastscale_jax.data.{name}")
     raise AttributeError(f"module 'fastscale_jax.data' has no attribute {name!r}")

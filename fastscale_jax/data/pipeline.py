@@ -20,7 +20,7 @@ rrc_ratio) -> resize to image_size -> random horizontal flip -> RandAugment (opt
 normalise. `small_images` True (CIFAR): zero-pad 4 and random crop at native size -> flip ->
 resize to image_size if different -> RandAugment -> normalise. Eval: resize the short side to
 floor(image_size / crop_ratio) and center-crop (small images: identity, resized to image_size if
-different). Tensorflow is imported only when a function here is called.
+different). Importing this module imports tensorflow (see fastscale_jax.data._tf).
 """
 
 from __future__ import annotations
@@ -30,25 +30,14 @@ from typing import Optional
 
 import numpy as np
 
+from fastscale_jax.data import _tf, randaugment, sources, transforms
 from fastscale_jax.data import config as config_lib
-from fastscale_jax.data.prefetch import prefetch_to_device  # noqa: F401  (public re-export)
+from fastscale_jax.data._tf import no_autograph
 
-
-def _tf():
-    from fastscale_jax.data._tf import tf
-
-    return tf()
-
-
-def no_autograph(fn):
-    from fastscale_jax.data._tf import no_autograph as _no_autograph
-
-    return _no_autograph(fn)
+tf = _tf.tf()
 
 
 def _source(data_cfg):
-    from fastscale_jax.data import sources
-
     config_lib.validate_data_config(data_cfg)
     return sources.get_source(data_cfg)
 
@@ -72,15 +61,11 @@ def skipped_images() -> int:
     Every failed decode counts: a bad training image is counted again on every pass (and once
     per copy with repeated_aug). `transforms.SKIPPED.ids` holds the first 100 skipped ids.
     """
-    from fastscale_jax.data.transforms import SKIPPED
-
-    return SKIPPED.count
+    return transforms.SKIPPED.count
 
 
 def reset_skipped_images() -> None:
-    from fastscale_jax.data.transforms import SKIPPED
-
-    SKIPPED.reset()
+    transforms.SKIPPED.reset()
 
 
 def batch_layout(global_batch_size: int, process_index: Optional[int] = None,
@@ -121,12 +106,10 @@ def _seeds(seed: int, process_index: int):
 
 
 def _parallel(cfg):
-    tf = _tf()
     return tf.data.AUTOTUNE if cfg.num_parallel_calls == -1 else int(cfg.num_parallel_calls)
 
 
 def _options(cfg):
-    tf = _tf()
     options = tf.data.Options()
     options.deterministic = bool(cfg.deterministic)
     options.experimental_optimization.map_parallelization = True
@@ -135,9 +118,6 @@ def _options(cfg):
 
 
 def _resize_if_needed(image, size):
-    tf = _tf()
-    from fastscale_jax.data import transforms
-
     shape = tf.shape(image)
     return tf.cond((shape[0] == size) & (shape[1] == size),
                    lambda: tf.ensure_shape(tf.cast(image, tf.float32), [size, size, 3]),
@@ -145,12 +125,10 @@ def _resize_if_needed(image, size):
 
 
 def _to_uint8(image):
-    tf = _tf()
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
 def _batch_and_split(ds, local_batch, local_device_count, drop_remainder=True):
-    tf = _tf()
     ds = ds.batch(local_batch, drop_remainder=drop_remainder)
 
     def split(batch):
@@ -180,9 +158,6 @@ def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
     skipped examples are shuffled but never decoded or augmented (each example's augmentation
     seed is its position in the stream), so skipping is cheap.
     """
-    tf = _tf()
-    from fastscale_jax.data import randaugment, transforms
-
     source = _source(data_cfg)
     cfg = data_cfg
     _check_image_size(image_size)
@@ -255,9 +230,6 @@ def build_eval_dataset(data_cfg, *, global_batch_size: int, image_size: int,
 
     num_batches is the same on every process: ceil(largest shard / local batch).
     """
-    tf = _tf()
-    from fastscale_jax.data import transforms
-
     source = _source(data_cfg)
     cfg = data_cfg
     _check_image_size(image_size)

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import math
 
-from fastscale_jax.data._tf import tf as _tf
+from fastscale_jax.data import _tf
+
+tf = _tf.tf()
 
 OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd",
        "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX",
@@ -44,25 +46,21 @@ FILL_VALUE = 128.0
 
 
 def _to_uint8(x):
-    tf = _tf()
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
 def _blend(degenerate, image, factor):
     """degenerate + factor * (image - degenerate), in float, back to uint8 (PIL ImageEnhance)."""
-    tf = _tf()
     img = tf.cast(image, tf.float32)
     return _to_uint8(degenerate + factor * (img - degenerate))
 
 
 def _grey(image):
-    tf = _tf()
     return tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))  # [H, W, 1]
 
 
 def _affine(image, transform):
     """Warps with an 8-vector projective `transform` mapping output to input pixel coordinates."""
-    tf = _tf()
     shape = tf.shape(image)
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=image[None], transforms=tf.cast(transform, tf.float32)[None],
@@ -72,7 +70,6 @@ def _affine(image, transform):
 
 
 def auto_contrast(image, _):
-    tf = _tf()
     img = tf.cast(image, tf.float32)
     lo = tf.reduce_min(img, axis=[0, 1])
     hi = tf.reduce_max(img, axis=[0, 1])
@@ -83,7 +80,6 @@ def auto_contrast(image, _):
 
 def equalize(image, _):
     """Per-channel histogram equalisation with PIL's ImageOps.equalize arithmetic."""
-    tf = _tf()
     shape = tf.shape(image)
     flat = tf.transpose(tf.reshape(tf.cast(image, tf.int32), [-1, 3]))  # [3, N]
     hist = tf.math.bincount(flat, minlength=256, maxlength=256, axis=-1)  # [3, 256]
@@ -104,7 +100,6 @@ def invert(image, _):
 
 
 def rotate(image, signed_level):
-    tf = _tf()
     angle = signed_level / MAX_LEVEL * 30.0 * math.pi / 180.0
     shape = tf.cast(tf.shape(image), tf.float32)
     cy, cx = (shape[0] - 1.0) / 2.0, (shape[1] - 1.0) / 2.0
@@ -114,20 +109,17 @@ def rotate(image, signed_level):
 
 
 def posterize(image, level):
-    tf = _tf()
     drop = tf.cast(tf.floor(level / MAX_LEVEL * 4.0), tf.uint8)  # 0..4 low bits dropped
     return tf.bitwise.left_shift(tf.bitwise.right_shift(image, drop), drop)
 
 
 def solarize(image, level):
-    tf = _tf()
     threshold = 256.0 - level / MAX_LEVEL * 256.0
     img = tf.cast(image, tf.float32)
     return _to_uint8(tf.where(img >= threshold, 255.0 - img, img))
 
 
 def solarize_add(image, level):
-    tf = _tf()
     add = tf.floor(level / MAX_LEVEL * 110.0)
     img = tf.cast(image, tf.float32)
     return _to_uint8(tf.where(img < 128.0, img + add, img))
@@ -142,7 +134,6 @@ def color(image, signed_level):
 
 
 def contrast(image, signed_level):
-    tf = _tf()
     return _blend(tf.reduce_mean(_grey(image)), image, _factor(signed_level))
 
 
@@ -152,7 +143,6 @@ def brightness(image, signed_level):
 
 def sharpness(image, signed_level):
     """Blend with PIL's SMOOTH-filtered image (3x3, centre weight 5; borders left unfiltered)."""
-    tf = _tf()
     img = tf.cast(image, tf.float32)
     kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
@@ -164,25 +154,21 @@ def sharpness(image, signed_level):
 
 
 def shear_x(image, signed_level):
-    tf = _tf()
     s = signed_level / MAX_LEVEL * 0.3
     return _affine(image, tf.stack([1.0, s, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]))
 
 
 def shear_y(image, signed_level):
-    tf = _tf()
     s = signed_level / MAX_LEVEL * 0.3
     return _affine(image, tf.stack([1.0, 0.0, 0.0, s, 1.0, 0.0, 0.0, 0.0]))
 
 
 def translate_x(image, signed_level):
-    tf = _tf()
     t = signed_level / MAX_LEVEL * 0.45 * tf.cast(tf.shape(image)[1], tf.float32)
     return _affine(image, tf.stack([1.0, 0.0, t, 0.0, 1.0, 0.0, 0.0, 0.0]))
 
 
 def translate_y(image, signed_level):
-    tf = _tf()
     t = signed_level / MAX_LEVEL * 0.45 * tf.cast(tf.shape(image)[0], tf.float32)
     return _affine(image, tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, t, 0.0, 0.0]))
 
@@ -197,7 +183,6 @@ assert len(_OP_FNS) == len(OPS)
 
 def apply_op(image, op_index, level, sign=1.0):
     """Applies OPS[op_index] at `level` (0..10) to a uint8 HWC image; `sign` is +-1."""
-    tf = _tf()
     level = tf.cast(level, tf.float32)
     signed = level * tf.cast(sign, tf.float32)
     branches = [(lambda f=f, s=s: tf.ensure_shape(f(image, signed if s else level),
@@ -207,7 +192,6 @@ def apply_op(image, op_index, level, sign=1.0):
 
 def randaugment(image, seed, num_layers: int, magnitude: float, magnitude_std: float):
     """RandAugment of a uint8 HWC image under a stateless `seed` (int tensor of shape [2])."""
-    tf = _tf()
     if num_layers <= 0:
         return image
     seeds = tf.random.experimental.stateless_split(seed, num=num_layers)

@@ -24,8 +24,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from fastscale_jax.data._tf import tf as _tf
-from fastscale_jax.data._tf import tfds as _tfds
+from fastscale_jax.data import _tf, transforms
+
+tf = _tf.tf()  # tensorflow_datasets is imported only by a TFDS source (_tf.tfds())
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,6 @@ class Source:
 
 
 def _list_dirs(path):
-    tf = _tf()
     return sorted(d.rstrip("/") for d in tf.io.gfile.listdir(path)
                   if tf.io.gfile.isdir(os.path.join(path, d.rstrip("/"))))
 
@@ -88,7 +88,6 @@ def _list_dirs(path):
 class FolderSource(Source):
 
     def __init__(self, root: str):
-        tf = _tf()
         root = os.path.expanduser(root)
         self.root = root
         self.description = f"image folder {root!r}"
@@ -106,7 +105,6 @@ class FolderSource(Source):
 
     def _listing(self, split):
         if split not in self._files:
-            tf = _tf()
             split_dir = os.path.join(self.root, split)
             classes = _list_dirs(split_dir)
             if not classes:
@@ -149,8 +147,6 @@ class FolderSource(Source):
 
     def _probe_sizes(self, paths, count: int = 8):
         """Native image size from the headers of a few files spread over the split."""
-        tf = _tf()
-        from fastscale_jax.data import transforms
         spread = np.linspace(0, len(paths) - 1, min(count, len(paths))).astype(int)
         picks = [paths[i] for i in spread]
         shapes = []
@@ -169,7 +165,6 @@ class FolderSource(Source):
         return len(self._listing(self.resolve_split(split))[0])
 
     def read(self, split, process_index, process_count, shuffle_seed=None, lazy=False):
-        tf = _tf()
         paths, labels, _ = self._listing(self.resolve_split(split))
         ds = tf.data.Dataset.from_tensor_slices({"id": paths, "label": labels})
         ds = ds.shard(process_count, process_index)
@@ -213,7 +208,6 @@ class DemoSource(Source):
         return [data[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
 
     def read(self, split, process_index, process_count, shuffle_seed=None, lazy=False):
-        tf = _tf()
         split = self.resolve_split(split)
         n = self.split_size(split)
         idx = np.arange(process_index, n, process_count)
@@ -252,7 +246,7 @@ def _not_prepared_message(name, data_dir_used, data_dir_cfg):
 class TFDSSource(Source):
 
     def __init__(self, name: str, data_dir: Optional[str], download: bool = False):
-        tfds = _tfds()
+        tfds = _tf.tfds()
         self.description = f"TFDS dataset {name!r}"
         try:
             builder = tfds.builder(name, data_dir=data_dir)
@@ -291,7 +285,7 @@ class TFDSSource(Source):
                          "Set data.train_split / data.eval_split.")
 
     def _subsplits(self, split, process_count):
-        return _tfds().even_splits(self.resolve_split(split), n=process_count,
+        return _tf.tfds().even_splits(self.resolve_split(split), n=process_count,
                                    drop_remainder=False)
 
     def split_size(self, split):
@@ -302,7 +296,7 @@ class TFDSSource(Source):
                 for s in self._subsplits(split, process_count)]
 
     def read(self, split, process_index, process_count, shuffle_seed=None, lazy=False):
-        tf, tfds = _tf(), _tfds()
+        tfds = _tf.tfds()
         sub = self._subsplits(split, process_count)[process_index]
         read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=True)
         ds = self.builder.as_dataset(

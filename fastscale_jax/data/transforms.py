@@ -12,8 +12,10 @@ import logging
 import math
 import threading
 
+from fastscale_jax.data import _tf
 from fastscale_jax.data._tf import no_autograph
-from fastscale_jax.data._tf import tf as _tf
+
+tf = _tf.tf()
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +66,11 @@ _SENTINEL_ID = "<end of stream>"
 
 
 def _sentinel_jpeg():
-    tf = _tf()
     return tf.io.encode_jpeg(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
 
 
 def _sentinel(element_spec):
     """An element like those of `element_spec` whose 'image' is a valid 8x8 JPEG."""
-    tf = _tf()
     out = {k: tf.zeros([0 if d is None else d for d in v.shape.as_list()], v.dtype)
            for k, v in element_spec.items()}  # (zeros of tf.string are empty strings)
     if "image" in out:
@@ -94,7 +94,6 @@ def safe_map(ds, fn, num_parallel_calls, finite: bool):
     ignore_errors, the simpler way, measured ~0.3 ms per image extra here; this is not measurably
     slower than a plain map.)
     """
-    tf = _tf()
     table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, default_value="?")
     ds = ds.map(no_autograph(lambda ex: (ex, tf.constant(False))))
     if finite:
@@ -140,14 +139,12 @@ def safe_map(ds, fn, num_parallel_calls, finite: bool):
 
 def decode(encoded):
     """Any of JPEG/PNG/GIF/BMP bytes -> uint8 [H, W, 3] (grey and RGBA converted to RGB)."""
-    tf = _tf()
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     return tf.ensure_shape(image, [None, None, 3])
 
 
 def _image_shape(encoded):
     """(height, width) of an encoded image; reads only the header of a JPEG."""
-    tf = _tf()
     return tf.cond(tf.io.is_jpeg(encoded),
                    lambda: tf.image.extract_jpeg_shape(encoded, output_type=tf.int32)[:2],
                    lambda: tf.shape(decode(encoded), out_type=tf.int32)[:2])
@@ -160,7 +157,6 @@ def random_resized_crop_window(shape, seed, scale, ratio, attempts: int = 10):
     and keeps the first one that fits; if none does, a center crop with the aspect ratio clamped
     to `ratio` (the torchvision RandomResizedCrop rule).
     """
-    tf = _tf()
     h_img, w_img = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     s = tf.random.experimental.stateless_split(seed, num=4)
     area = h_img * w_img * tf.random.stateless_uniform([attempts], s[0], scale[0], scale[1])
@@ -188,7 +184,6 @@ def random_resized_crop_window(shape, seed, scale, ratio, attempts: int = 10):
 
 def decode_random_resized_crop(encoded, seed, scale, ratio):
     """Decodes only the random crop window of a JPEG; other formats are decoded, then cropped."""
-    tf = _tf()
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded, output_type=tf.int32)
@@ -206,20 +201,17 @@ def decode_random_resized_crop(encoded, seed, scale, ratio):
 
 def resize(image, size):
     """uint8/float [H, W, 3] -> float32 [size, size, 3] (bilinear)."""
-    tf = _tf()
     out = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear")
     return tf.ensure_shape(out, [size, size, 3])
 
 
 def random_flip(image, seed):
-    tf = _tf()
     return tf.cond(tf.random.stateless_uniform([], seed) < 0.5,
                    lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
 def pad_random_crop(image, seed, pad: int = 4):
     """CIFAR augmentation: zero-pad by `pad` on each side, random crop back to the input size."""
-    tf = _tf()
     shape = tf.shape(image)
     padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
     off = tf.random.stateless_uniform([2], seed, 0, 2 * pad + 1, dtype=tf.int32)
@@ -228,7 +220,6 @@ def pad_random_crop(image, seed, pad: int = 4):
 
 def resize_short_side_center_crop(image, size: int, crop_ratio: float):
     """Eval: resize the short side to floor(size / crop_ratio), center-crop size x size."""
-    tf = _tf()
     resize_to = float(math.floor(size / crop_ratio))
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     factor = resize_to / tf.minimum(shape[0], shape[1])
@@ -242,7 +233,6 @@ def resize_short_side_center_crop(image, size: int, crop_ratio: float):
 
 def normalize(image, mean, std, channel_order: str):
     """(image - mean) / std per channel (mean/std given for R, G, B); BGR reverses the channels."""
-    tf = _tf()
     image = (tf.cast(image, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(
         std, tf.float32)
     if channel_order.upper() == "BGR":

@@ -40,9 +40,3 @@ def create_state(model, tx, *, image_size: int, seed: int, ema: bool) -> TrainSt
                           rng=state_key)
 
     return jax.device_get(init(init_key))
-
-
-def eval_variables(state: TrainState, which: str = "raw") -> dict:
-    if which == "ema":
-        return {"params": state.ema["params"], "batch_stats": state.ema["batch_stats"]}
-    return {"params": state.params, "batch_stats": state.batch_stats}

@@ -1,9 +1,16 @@
-"""Run outputs, written by process 0 only: metrics.jsonl, TensorBoard events, curves.png."""
+"""Run outputs, written by process 0 only: metrics.jsonl, TensorBoard events, curves.png.
+
+TensorBoard event files are written (and rewritten on resume) with the `tensorboard` package's
+record writer, record reader and protos: no TensorFlow (only fastscale_jax.data imports it).
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import socket
+import time
 
 from fastscale_jax._extras import require
 
@@ -17,9 +24,7 @@ class MetricWriter:
         self._tb = None
         if enabled and tensorboard:
             try:
-                tf = require("tensorflow", "train", "TensorBoard events")
-                self._tb_dir = os.path.join(workdir, "tb")
-                self._tb = tf.summary.create_file_writer(self._tb_dir)
+                self._tb = EventFile(os.path.join(workdir, "tb"))
             except Exception as e:  # TensorBoard is optional
                 print(f"warning: no TensorBoard events ({type(e).__name__}: {e})")
 
@@ -31,15 +36,8 @@ class MetricWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if self._tb is not None:
-            import tensorflow as tf
-
-            with self._tb.as_default(step=int(step)):
-                for k, v in values.items():
-                    # tf.summary.write + scalars-plugin metadata: works without the
-                    # tensorboard package (tf.summary.scalar needs it)
-                    tf.summary.write(f"{split}/{k}", tf.constant(float(v), tf.float32),
-                                     metadata=_scalar_metadata())
-            self._tb.flush()
+            self._tb.write_scalars(int(step), {f"{split}/{k}": float(v)
+                                               for k, v in values.items()})
 
     def truncate_after(self, step: int) -> int:
         """Drop what an earlier invocation logged after `step` (the checkpoint a resumed run
@@ -56,7 +54,7 @@ class MetricWriter:
                 f.writelines(keep)
             os.replace(tmp, self.path)
         if self._tb is not None:
-            _truncate_events(self._tb_dir, step)
+            truncate_events(self._tb.logdir, step, keep_file=self._tb.path)
         return len(lines) - len(keep)
 
     def close(self):
@@ -65,38 +63,86 @@ class MetricWriter:
             self._tb = None
 
 
-def _truncate_events(tb_dir: str, step: int) -> None:
+class EventFile:
+    """A new TensorBoard event file in `logdir` holding scalar summaries (TF2's format: a float
+    tensor with the scalars plugin's metadata, as tf.summary.scalar writes)."""
+
+    _serial = itertools.count()  # distinct names for writers opened in the same second
+
+    def __init__(self, logdir: str):
+        require("tensorboard", "train", "TensorBoard events")
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        os.makedirs(logdir, exist_ok=True)
+        self.logdir = logdir
+        self.path = os.path.join(logdir, f"events.out.tfevents.{int(time.time())}."
+                                         f"{socket.gethostname()}.{os.getpid()}."
+                                         f"{next(self._serial)}")
+        self._records = RecordWriter(open(self.path, "wb"))
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write_scalars(self, step: int, values: dict) -> None:
+        """One event of `step` with a scalar per {tag: value}; flushed to disk."""
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.scalar.metadata import create_summary_metadata
+        from tensorboard.util.tensor_util import make_tensor_proto
+
+        md = create_summary_metadata(display_name=None, description=None)
+        summary = summary_pb2.Summary(value=[
+            summary_pb2.Summary.Value(tag=tag, metadata=md,
+                                      tensor=make_tensor_proto(value, dtype="float32"))
+            for tag, value in values.items()])
+        self._write(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def _write(self, event) -> None:
+        self._records.write(event.SerializeToString())
+        self._records.flush()
+
+    def close(self) -> None:
+        self._records.close()
+
+
+def read_events(path: str) -> tuple[list, bool]:
+    """(events, cut): the Event protos of an event file, and whether its last record was cut
+    short (a crash while writing)."""
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
+
+    reader, events = PyRecordReader_New(path), []
+    try:
+        while True:
+            reader.GetNext()
+            events.append(event_pb2.Event.FromString(reader.record()))
+    except errors.OutOfRangeError:
+        return events, False
+    except errors.DataLossError:
+        return events, True
+    finally:
+        reader.file_handle.close()
+
+
+def truncate_events(tb_dir: str, step: int, keep_file: str | None = None) -> None:
     """Rewrite the event files in tb_dir without the events of steps after `step` (TensorBoard
-    would otherwise show replayed steps twice). The file of the current writer is left alone:
-    it holds nothing yet."""
-    import tensorflow as tf
+    would otherwise show replayed steps twice), and without a record cut short by a crash.
+    `keep_file` (the current writer's file) is left alone."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
     for name in sorted(os.listdir(tb_dir)):
         path = os.path.join(tb_dir, name)
-        if "tfevents" not in name or os.path.getsize(path) == 0:
+        if "tfevents" not in name or path == keep_file or os.path.getsize(path) == 0:
             continue
-        events = []
-        try:
-            for e in tf.compat.v1.train.summary_iterator(path):
-                events.append(e)
-        except tf.errors.DataLossError:  # a record cut short by a crash: drop it too
-            events.append(None)
-        keep = [e for e in events if e is not None and e.step <= step]
-        if len(keep) == len(events):
+        events, cut = read_events(path)
+        keep = [e for e in events if e.step <= step]
+        if len(keep) == len(events) and not cut:
             continue
         tmp = path + ".tmp"
-        with tf.io.TFRecordWriter(tmp) as w:
-            for e in keep:
-                w.write(e.SerializeToString())
+        records = RecordWriter(open(tmp, "wb"))
+        for e in keep:
+            records.write(e.SerializeToString())
+        records.close()
         os.replace(tmp, path)
-
-
-def _scalar_metadata():
-    from tensorflow.core.framework import summary_pb2
-
-    md = summary_pb2.SummaryMetadata()
-    md.plugin_data.plugin_name = "scalars"
-    return md.SerializeToString()
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""A tiny learnable synthetic dataset with the input pipeline's API (no tensorflow).
+"""Test support: a tiny learnable synthetic dataset with the input pipeline's API (no TF).
 
 Each image is a fixed random colour and pattern of its class plus per-image noise; the stream is a pure
 function of (seed, position), so tests of resume / parallel equivalence are exact.
