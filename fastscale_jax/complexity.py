@@ -6,96 +6,60 @@
 
 Counted for one image at the spec's *train* resolution (pycls TRAIN.IM_SIZE). BN, activation
 functions, residual adds and the SE multiply count nothing. Complexity walks
-`specs.block_plan(spec)`, the same plan the Flax builder uses.
+`plan.layer_plan(spec)`, the same per-layer plan the Flax modules are built from.
 """
 
 from __future__ import annotations
 
-from fastscale_jax.specs import Spec, block_plan
+from fastscale_jax.plan import BNOp, ConvOp, LinearOp, MaxPoolOp, Part, PoolOp, SEOp, layer_plan
+from fastscale_jax.specs import Spec
 
 
 class _Counter:
-    """Accumulates (h, w, flops, params, acts) layer by layer, like pycls's cx dicts."""
+    """Accumulates (h, w, flops, params, acts) op by op, like pycls's cx dicts."""
 
     def __init__(self, h: int, w: int):
         self.h, self.w = h, w
         self.flops = self.params = self.acts = 0
 
-    def conv(self, w_in, w_out, k, stride=1, groups=1, bias=False):
-        self.h, self.w = (self.h - 1) // stride + 1, (self.w - 1) // stride + 1
-        hw = self.h * self.w
-        self.flops += k * k * w_in * w_out * hw // groups + (w_out * hw if bias else 0)
-        self.params += k * k * w_in * w_out // groups + (w_out if bias else 0)
+    def conv(self, op: ConvOp):
+        self.h, self.w = (self.h - 1) // op.stride + 1, (self.w - 1) // op.stride + 1
+        hw, w_out = self.h * self.w, op.w_out
+        k2io = op.kernel * op.kernel * op.w_in * w_out
+        self.flops += k2io * hw // op.groups + (w_out * hw if op.bias else 0)
+        self.params += k2io // op.groups + (w_out if op.bias else 0)
         self.acts += w_out * hw
 
-    def bn(self, c):
-        self.params += 2 * c
+    def ops(self, ops):
+        for op in ops:
+            if isinstance(op, ConvOp):
+                self.conv(op)
+            elif isinstance(op, BNOp):
+                self.params += 2 * op.channels
+            elif isinstance(op, MaxPoolOp):
+                self.h, self.w = (self.h - 1) // op.stride + 1, (self.w - 1) // op.stride + 1
+                self.acts += op.channels * self.h * self.w
+            elif isinstance(op, SEOp):  # on the pooled 1x1 input; the output keeps h, w
+                h, w = self.h, self.w
+                self.h = self.w = 1
+                self.ops((op.reduce, op.expand))
+                self.h, self.w = h, w
+            elif isinstance(op, PoolOp):
+                self.h = self.w = 1
+            elif isinstance(op, LinearOp):
+                self.flops += op.w_in * op.w_out + op.w_out
+                self.params += op.w_in * op.w_out + op.w_out
+                self.acts += op.w_out
+            # DropoutOp: nothing
 
-    def maxpool(self, c, stride):
-        self.h, self.w = (self.h - 1) // stride + 1, (self.w - 1) // stride + 1
-        self.acts += c * self.h * self.w
-
-    def se(self, w, w_se):
-        h, ww = self.h, self.w
-        self.h = self.w = 1
-        self.conv(w, w_se, 1, bias=True)
-        self.conv(w_se, w, 1, bias=True)
-        self.h, self.w = h, ww
-
-    def linear(self, w_in, w_out):
-        self.flops += w_in * w_out + w_out
-        self.params += w_in * w_out + w_out
-        self.acts += w_out
+    def part(self, part: Part):
+        h, w = self.h, self.w  # the shortcut runs on the part's input
+        self.ops(part.shortcut)
+        self.h, self.w = h, w
+        self.ops(part.ops)
 
     def totals(self):
         return {"flops": self.flops, "params": self.params, "acts": self.acts}
-
-
-def _stem(c: _Counter, spec):
-    if spec.family == "effnet" or spec.stem_type == "simple_stem_in":
-        c.conv(3, spec.stem_w, 3, stride=2)
-        c.bn(spec.stem_w)
-    elif spec.stem_type == "res_stem_in":
-        c.conv(3, spec.stem_w, 7, stride=2)
-        c.bn(spec.stem_w)
-        c.maxpool(spec.stem_w, stride=2)
-    else:  # res_stem_cifar
-        c.conv(3, spec.stem_w, 3)
-        c.bn(spec.stem_w)
-
-
-def _anynet_block(c: _Counter, b, block_type):
-    if b.proj:
-        h, w = c.h, c.w
-        c.conv(b.w_in, b.w_out, 1, stride=b.stride)
-        c.bn(b.w_out)
-        c.h, c.w = h, w
-    if block_type in ("vanilla_block", "res_basic_block"):
-        c.conv(b.w_in, b.w_out, 3, stride=b.stride)
-        c.bn(b.w_out)
-        c.conv(b.w_out, b.w_out, 3)
-        c.bn(b.w_out)
-        return
-    c.conv(b.w_in, b.w_b, 1)
-    c.bn(b.w_b)
-    c.conv(b.w_b, b.w_b, 3, stride=b.stride, groups=b.groups)
-    c.bn(b.w_b)
-    if b.w_se:
-        c.se(b.w_b, b.w_se)
-    c.conv(b.w_b, b.w_out, 1)
-    c.bn(b.w_out)
-
-
-def _mbconv(c: _Counter, b):
-    if b.w_b != b.w_in:
-        c.conv(b.w_in, b.w_b, 1)
-        c.bn(b.w_b)
-    c.conv(b.w_b, b.w_b, b.kernel, stride=b.stride, groups=b.w_b)
-    c.bn(b.w_b)
-    if b.w_se:
-        c.se(b.w_b, b.w_se)
-    c.conv(b.w_b, b.w_out, 1)
-    c.bn(b.w_out)
 
 
 def complexity(spec: Spec, resolution: int | None = None, *, per_stage: bool = False) -> dict:
@@ -107,35 +71,15 @@ def complexity(spec: Spec, resolution: int | None = None, *, per_stage: bool = F
     """
     r = int(resolution or spec.resolution)
     c = _Counter(r, r)
-    parts = []
-
-    def mark(name):
-        prev = parts[-1]["_cum"] if parts else {"flops": 0, "params": 0, "acts": 0}
-        cur = c.totals()
-        parts.append({"name": name, **{k: cur[k] - prev[k] for k in cur},
-                      "out_h": c.h, "out_w": c.w, "_cum": cur})
-
-    _stem(c, spec)
-    mark("stem")
-    blocks = block_plan(spec)
-    for s in range(1, spec.num_stages + 1):
-        for b in (b for b in blocks if b.stage == s):
-            if spec.family == "anynet":
-                _anynet_block(c, b, spec.block_type)
-            else:
-                _mbconv(c, b)
-        mark(f"s{s}")
-    w_last = spec.widths[-1]
-    if spec.head_w > 0:
-        c.conv(w_last, spec.head_w, 1)
-        c.bn(spec.head_w)
-        w_last = spec.head_w
-    c.h = c.w = 1
-    c.linear(w_last, spec.num_classes)
-    mark("head")
+    after = {}  # 'stem' | 's1' | ... | 'head' -> (running totals, h, w) after its last part
+    for part in layer_plan(spec):
+        c.part(part)
+        after[f"s{part.block.stage}" if part.block else part.path[0]] = (c.totals(), c.h, c.w)
     out = c.totals()
     if per_stage:
-        for p in parts:
-            del p["_cum"]
+        parts, prev = [], dict.fromkeys(out, 0)
+        for name, (cum, h, w) in after.items():
+            parts.append({"name": name, **{k: cum[k] - prev[k] for k in cum}, "out_h": h, "out_w": w})
+            prev = cum
         out["stages"] = parts
     return out

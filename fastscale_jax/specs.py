@@ -1,8 +1,8 @@
 """Model specs: networks as plain, frozen data (no jax import).
 
-A spec is a short list of per-stage numbers (pycls's "architecture as data"). The Flax
-builder (`fastscale_jax.models`) and the analytic complexity (`fastscale_jax.complexity`)
-both walk the same per-block plan, `block_plan(spec)`, so they cannot drift apart.
+A spec is a short list of per-stage numbers (pycls's "architecture as data"). `block_plan(spec)`
+lists its blocks; `fastscale_jax.plan.layer_plan(spec)` expands them into every layer, the one
+plan the Flax modules, the analytic complexity and the checkpoint converter all derive from.
 
 Two families:
 - `AnyNetSpec`: RegNetX/Y/Z, ResNet, ResNeXt (pycls AnyNet).
@@ -247,11 +247,11 @@ def regnet_spec(name: str, *, w_a: float, w_0: int, w_m: float, depth: int, grou
 
 
 # ------------------------------------------------------------------------------------
-# The per-block plan shared by the model builder and the complexity counter.
+# The per-block plan, expanded layer by layer by fastscale_jax.plan.
 
 
 class Block(NamedTuple):
-    """One block of a network: what both the Flax module and the complexity count use."""
+    """One block of a network (its layers: `fastscale_jax.plan`)."""
 
     stage: int          # 1-based stage index
     index: int          # 1-based block index within the stage

@@ -9,8 +9,9 @@ A *layer table* lists, for one spec and one naming scheme, every layer that hold
 - 'bn':     weight -> params/<path>/scale, bias -> params/<path>/bias,
             running_mean -> batch_stats/<path>/mean, running_var -> batch_stats/<path>/var
 
-The tables are walked from `specs.block_plan`, the same plan the Flax modules are built from,
-so a spec and its table cannot disagree on which layers exist.
+The tables are the weight layers of `plan.layer_plan(spec)`, the plan the Flax modules are
+built from, renamed by per-source rules, so a spec and its table cannot disagree on which
+layers exist.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastscale_jax.specs import block_plan
+from fastscale_jax.plan import layer_plan, part_weights
 
 SOURCES = ("pycls", "timm")
 
@@ -69,125 +70,85 @@ def tensor_table(layers):
 
 
 # ------------------------------------------------------------------------------------------
-# pycls (names are the same in pycls 0.1.1 and pycls master, whose model zoo .pyth files
-# hold exactly these names).
+# Names come from the layer plan's Flax paths by per-source renaming rules.
+#
+# pycls (names are the same in pycls 0.1.1 and pycls master, whose model zoo .pyth files hold
+# exactly these names): the Flax path with '.' for '/' and '_' in 's1_b1', SE convs as
+# f_ex.0 / f_ex.2; the vanilla block holds a, a_bn, b, b_bn itself (no 'f').
+
+_PYCLS_SE = {"reduce": "f_ex.0", "expand": "f_ex.2"}
 
 
-def _pycls_anynet(spec):
-    L = [Layer("stem.conv", ("stem", "conv"), "conv"), Layer("stem.bn", ("stem", "bn"), "bn")]
-    bt = spec.block_type
-    for b in block_plan(spec):
-        t, f = f"s{b.stage}.b{b.index}", (f"s{b.stage}_b{b.index}",)
-        # pycls's vanilla block holds a, a_bn, b, b_bn itself; every other block under 'f'.
-        tf = t if bt == "vanilla_block" else f"{t}.f"
-        ff = (*f, "f")
-        if b.proj:
-            L += [Layer(f"{t}.proj", (*f, "proj"), "conv"), Layer(f"{t}.bn", (*f, "bn"), "bn")]
-        L += [Layer(f"{tf}.a", (*ff, "a"), "conv"), Layer(f"{tf}.a_bn", (*ff, "a_bn"), "bn"),
-              Layer(f"{tf}.b", (*ff, "b"), "conv"), Layer(f"{tf}.b_bn", (*ff, "b_bn"), "bn")]
-        if bt.startswith("res_bottleneck"):
-            if b.w_se:
-                L += [Layer(f"{tf}.se.f_ex.0", (*ff, "se", "reduce"), "conv_b"),
-                      Layer(f"{tf}.se.f_ex.2", (*ff, "se", "expand"), "conv_b")]
-            L += [Layer(f"{tf}.c", (*ff, "c"), "conv"), Layer(f"{tf}.c_bn", (*ff, "c_bn"), "bn")]
-    if spec.head_w:
-        L += [Layer("head.conv", ("head", "conv"), "conv"), Layer("head.bn", ("head", "bn"), "bn")]
-    return L + [Layer("head.fc", ("head", "fc"), "linear")]
+def _pycls_name(spec, part, path) -> str:
+    vanilla = getattr(spec, "block_type", None) == "vanilla_block"
+    rest = [_PYCLS_SE.get(k, k) for k in path[1:] if not (vanilla and k == "f")]
+    return ".".join([path[0].replace("_", "."), *rest])
 
 
-def _pycls_effnet(spec):
-    L = [Layer("stem.conv", ("stem", "conv"), "conv"), Layer("stem.bn", ("stem", "bn"), "bn")]
-    for b in block_plan(spec):
-        t, f = f"s{b.stage}.b{b.index}", (f"s{b.stage}_b{b.index}",)
-        if b.w_b != b.w_in:
-            L += [Layer(f"{t}.exp", (*f, "exp"), "conv"), Layer(f"{t}.exp_bn", (*f, "exp_bn"), "bn")]
-        L += [Layer(f"{t}.dwise", (*f, "dwise"), "conv"), Layer(f"{t}.dwise_bn", (*f, "dwise_bn"), "bn")]
-        if b.w_se:
-            L += [Layer(f"{t}.se.f_ex.0", (*f, "se", "reduce"), "conv_b"),
-                  Layer(f"{t}.se.f_ex.2", (*f, "se", "expand"), "conv_b")]
-        L += [Layer(f"{t}.lin_proj", (*f, "lin_proj"), "conv"),
-              Layer(f"{t}.lin_proj_bn", (*f, "lin_proj_bn"), "bn")]
-    return L + [Layer("head.conv", ("head", "conv"), "conv"),
-                Layer("head.conv_bn", ("head", "conv_bn"), "bn"),
-                Layer("head.fc", ("head", "fc"), "linear")]
-
-
-# ------------------------------------------------------------------------------------------
 # timm: RegNetX/Y/Z (timm.models.regnet), ResNet/ResNeXt (timm.models.resnet, res_stem_in
-# specs), EfficientNet (timm.models.efficientnet, the non-'tf_' variants).
+# specs), EfficientNet (timm.models.efficientnet, the non-'tf_' variants). Per scheme: stem and
+# head names, the block prefix, and block layer names by the last element of the Flax path.
+
+_REGNET_BLOCK = {"a": "conv1.conv", "a_bn": "conv1.bn", "b": "conv2.conv", "b_bn": "conv2.bn",
+                 "reduce": "se.fc1", "expand": "se.fc2", "c": "conv3.conv", "c_bn": "conv3.bn",
+                 "proj": "downsample.conv", "bn": "downsample.bn"}
+_RESNET_BLOCK = {"a": "conv1", "a_bn": "bn1", "b": "conv2", "b_bn": "bn2", "c": "conv3",
+                 "c_bn": "bn3", "proj": "downsample.0", "bn": "downsample.1"}
+_EFFNET_SE = {"reduce": "se.conv_reduce", "expand": "se.conv_expand"}
+_EFFNET_DS = {"dwise": "conv_dw", "dwise_bn": "bn1", "lin_proj": "conv_pw", "lin_proj_bn": "bn2",
+              **_EFFNET_SE}  # timm DepthwiseSeparableConv (no expansion): dw, bn1, se, pw, bn2
+_EFFNET_IR = {"exp": "conv_pw", "exp_bn": "bn1", "dwise": "conv_dw", "dwise_bn": "bn2",
+              "lin_proj": "conv_pwl", "lin_proj_bn": "bn3", **_EFFNET_SE}  # InvertedResidual
+
+_TIMM = {  # scheme: (stem and head names, block prefix, block layer names)
+    "regnet": ({"stem.conv": "stem.conv", "stem.bn": "stem.bn", "head.conv": "final_conv.conv",
+                "head.bn": "final_conv.bn", "head.fc": "head.fc"},
+               "s{s}.b{i}", lambda b: _REGNET_BLOCK),
+    "resnet": ({"stem.conv": "conv1", "stem.bn": "bn1", "head.fc": "fc"},
+               "layer{s}.{i0}", lambda b: _RESNET_BLOCK),
+    "effnet": ({"stem.conv": "conv_stem", "stem.bn": "bn1", "head.conv": "conv_head",
+                "head.conv_bn": "bn2", "head.fc": "classifier"},
+               "blocks.{s0}.{i0}", lambda b: _EFFNET_DS if b.w_b == b.w_in else _EFFNET_IR),
+}
 
 
-def _timm_regnet(spec):
-    L = [Layer("stem.conv", ("stem", "conv"), "conv"), Layer("stem.bn", ("stem", "bn"), "bn")]
-    for b in block_plan(spec):
-        t, f = f"s{b.stage}.b{b.index}", (f"s{b.stage}_b{b.index}",)
-        ff = (*f, "f")
-        L += [Layer(f"{t}.conv1.conv", (*ff, "a"), "conv"), Layer(f"{t}.conv1.bn", (*ff, "a_bn"), "bn"),
-              Layer(f"{t}.conv2.conv", (*ff, "b"), "conv"), Layer(f"{t}.conv2.bn", (*ff, "b_bn"), "bn")]
-        if b.w_se:
-            L += [Layer(f"{t}.se.fc1", (*ff, "se", "reduce"), "conv_b"),
-                  Layer(f"{t}.se.fc2", (*ff, "se", "expand"), "conv_b")]
-        L += [Layer(f"{t}.conv3.conv", (*ff, "c"), "conv"), Layer(f"{t}.conv3.bn", (*ff, "c_bn"), "bn")]
-        if b.proj:
-            L += [Layer(f"{t}.downsample.conv", (*f, "proj"), "conv"),
-                  Layer(f"{t}.downsample.bn", (*f, "bn"), "bn")]
-    if spec.head_w:
-        L += [Layer("final_conv.conv", ("head", "conv"), "conv"),
-              Layer("final_conv.bn", ("head", "bn"), "bn")]
-    return L + [Layer("head.fc", ("head", "fc"), "linear")]
+def _timm_name(scheme, part, path) -> str:
+    ends, prefix, block_names = _TIMM[scheme]
+    b = part.block
+    if b is None:
+        return ends[".".join(path)]
+    block = prefix.format(s=b.stage, i=b.index, s0=b.stage - 1, i0=b.index - 1)
+    return f"{block}.{block_names(b)[path[-1]]}"
 
 
-def _timm_resnet(spec):
-    L = [Layer("conv1", ("stem", "conv"), "conv"), Layer("bn1", ("stem", "bn"), "bn")]
-    n = 3 if spec.block_type == "res_bottleneck_block" else 2
-    names = "abc"
-    for b in block_plan(spec):
-        t, f = f"layer{b.stage}.{b.index - 1}", (f"s{b.stage}_b{b.index}",)
-        for j in range(n):
-            L += [Layer(f"{t}.conv{j + 1}", (*f, "f", names[j]), "conv"),
-                  Layer(f"{t}.bn{j + 1}", (*f, "f", f"{names[j]}_bn"), "bn")]
-        if b.proj:
-            L += [Layer(f"{t}.downsample.0", (*f, "proj"), "conv"),
-                  Layer(f"{t}.downsample.1", (*f, "bn"), "bn")]
-    return L + [Layer("fc", ("head", "fc"), "linear")]
+def _table(spec, name, shortcut_first: bool) -> list[Layer]:
+    return [Layer(name(part, path), path, kind) for part in layer_plan(spec)
+            for path, kind in part_weights(part, shortcut_first)]
 
 
-def _timm_effnet(spec):
-    L = [Layer("conv_stem", ("stem", "conv"), "conv"), Layer("bn1", ("stem", "bn"), "bn")]
-    for b in block_plan(spec):
-        t, f = f"blocks.{b.stage - 1}.{b.index - 1}", (f"s{b.stage}_b{b.index}",)
-        se = [Layer(f"{t}.se.conv_reduce", (*f, "se", "reduce"), "conv_b"),
-              Layer(f"{t}.se.conv_expand", (*f, "se", "expand"), "conv_b")] if b.w_se else []
-        if b.w_b == b.w_in:  # timm DepthwiseSeparableConv: dw, bn1, se, pw, bn2
-            L += [Layer(f"{t}.conv_dw", (*f, "dwise"), "conv"), Layer(f"{t}.bn1", (*f, "dwise_bn"), "bn"),
-                  *se, Layer(f"{t}.conv_pw", (*f, "lin_proj"), "conv"),
-                  Layer(f"{t}.bn2", (*f, "lin_proj_bn"), "bn")]
-        else:  # timm InvertedResidual: pw, bn1, dw, bn2, se, pwl, bn3
-            L += [Layer(f"{t}.conv_pw", (*f, "exp"), "conv"), Layer(f"{t}.bn1", (*f, "exp_bn"), "bn"),
-                  Layer(f"{t}.conv_dw", (*f, "dwise"), "conv"), Layer(f"{t}.bn2", (*f, "dwise_bn"), "bn"),
-                  *se, Layer(f"{t}.conv_pwl", (*f, "lin_proj"), "conv"),
-                  Layer(f"{t}.bn3", (*f, "lin_proj_bn"), "bn")]
-    return L + [Layer("conv_head", ("head", "conv"), "conv"), Layer("bn2", ("head", "conv_bn"), "bn"),
-                Layer("classifier", ("head", "fc"), "linear")]
-
-
-def layer_table(spec, source: str) -> list[Layer]:
-    """Every weight-holding layer of `spec` as named by `source` ('pycls' or 'timm')."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown checkpoint source {source!r}; valid: {SOURCES}")
-    family = getattr(spec, "family", None)
-    if family not in ("anynet", "effnet"):
-        raise ValueError(f"expected an AnyNetSpec or EffNetSpec, got {type(spec).__name__}")
-    if source == "pycls":
-        return _pycls_anynet(spec) if family == "anynet" else _pycls_effnet(spec)
-    if family == "effnet":
-        return _timm_effnet(spec)
+def _timm_scheme(spec) -> str:
+    """timm's model file for `spec`, or ValueError when timm has no such network."""
+    if spec.family == "effnet":
+        return "effnet"
     if spec.stem_type == "res_stem_in":
         if spec.block_type not in ("res_basic_block", "res_bottleneck_block") or spec.head_w:
             raise ValueError(f"{spec.name}: timm ResNets have basic or bottleneck blocks and no "
                              f"head conv; cannot map block_type {spec.block_type!r}, head_w {spec.head_w}")
-        return _timm_resnet(spec)
+        return "resnet"
     if spec.stem_type != "simple_stem_in" or not spec.block_type.startswith("res_bottleneck"):
         raise ValueError(f"{spec.name}: timm RegNets have a simple stem and bottleneck blocks; "
                          f"cannot map stem {spec.stem_type!r} with {spec.block_type!r}")
-    return _timm_regnet(spec)
+    return "regnet"
+
+
+def layer_table(spec, source: str) -> list[Layer]:
+    """Every weight-holding layer of `spec` as named by `source` ('pycls' or 'timm'), in the
+    source's order (pycls: a block's shortcut before its branch; timm: after it)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown checkpoint source {source!r}; valid: {SOURCES}")
+    if getattr(spec, "family", None) not in ("anynet", "effnet"):
+        raise ValueError(f"expected an AnyNetSpec or EffNetSpec, got {type(spec).__name__}")
+    if source == "pycls":
+        return _table(spec, lambda part, path: _pycls_name(spec, part, path), True)
+    scheme = _timm_scheme(spec)
+    return _table(spec, lambda part, path: _timm_name(scheme, part, path), False)

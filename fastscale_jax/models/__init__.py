@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 
-from fastscale_jax.models.anynet import AnyNet
-from fastscale_jax.models.effnet import EffNet
+from fastscale_jax.models.layers import BatchNorm, Conv, dense
+from fastscale_jax.models.network import Network
 
 DTYPES = {"float32": jnp.float32, "f32": jnp.float32, "bfloat16": jnp.bfloat16,
           "bf16": jnp.bfloat16, "float16": jnp.float16, "f16": jnp.float16}
@@ -22,13 +24,15 @@ def resolve_dtype(dtype):
 
 
 def build_model(spec, *, dtype="float32", conv_impl: str = "auto", bn_axis_name=None):
-    """The Flax module for `spec` (AnyNet or EffNet).
+    """The Flax module for `spec` (an AnyNetSpec or EffNetSpec), built from its layer plan.
 
     dtype: computation dtype ('float32' or 'bfloat16'; params stay float32).
     conv_impl: convolution implementation ('auto' picks per backend; see fastscale_jax.ops.conv).
     bn_axis_name: a pmap/shard_map axis name for synchronised BatchNorm (None = per device).
     """
-    cls = {"anynet": AnyNet, "effnet": EffNet}.get(getattr(spec, "family", None))
-    if cls is None:
+    if getattr(spec, "family", None) not in ("anynet", "effnet"):
         raise ValueError(f"build_model needs an AnyNetSpec or EffNetSpec, got {type(spec).__name__}")
-    return cls(spec=spec, dtype=resolve_dtype(dtype), conv_impl=conv_impl, bn_axis_name=bn_axis_name)
+    dtype = resolve_dtype(dtype)
+    return Network(conv=functools.partial(Conv, dtype=dtype, conv_impl=conv_impl),
+                   norm=functools.partial(BatchNorm, dtype=dtype, axis_name=bn_axis_name),
+                   dense=functools.partial(dense, dtype=dtype), spec=spec)

@@ -9,7 +9,7 @@ PyTorch, keeps the unbiased variance as its running average.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -110,15 +110,7 @@ class BatchNorm(nn.Module):
         return y
 
 
-def batch_norm(train: bool, dtype, *, act: Optional[str] = None, zero_init: bool = False,
-               axis_name=None, name=None):
-    """BatchNorm (+ `act`) with pycls's eps/momentum; zero_init sets gamma to 0 (last BN of a
-    residual branch)."""
-    return BatchNorm(use_running_average=not train, act=act, dtype=dtype, axis_name=axis_name,
-                     zero_init=zero_init, name=name)
-
-
-def dense(features: int, dtype, name=None):
+def dense(features: int, dtype=jnp.float32, name=None):
     """Fully connected layer with pycls init (N(0, 0.01) weights, zero bias)."""
     return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32,
                     kernel_init=nn.initializers.normal(0.01), bias_init=nn.initializers.zeros,
@@ -126,19 +118,18 @@ def dense(features: int, dtype, name=None):
 
 
 class SE(nn.Module):
-    """Squeeze-and-excitation: x * sigmoid(expand(act(reduce(mean_hw(x)))))."""
+    """Squeeze-and-excitation: x * sigmoid(expand(act(reduce(mean_hw(x))))); `conv` makes the
+    1x1 convolutions (with bias)."""
 
     w_se: int
     act: str
-    dtype: Any = jnp.float32
-    conv_impl: str = "auto"
+    conv: Callable = Conv
 
     @nn.compact
     def __call__(self, x):
         s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        s = Conv(self.w_se, use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl, name="reduce")(s)
-        s = activation(self.act)(s)
-        s = Conv(x.shape[-1], use_bias=True, dtype=self.dtype, conv_impl=self.conv_impl, name="expand")(s)
+        s = activation(self.act)(self.conv(self.w_se, use_bias=True, name="reduce")(s))
+        s = self.conv(x.shape[-1], use_bias=True, name="expand")(s)
         return x * nn.sigmoid(s)
 
 
