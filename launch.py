@@ -102,7 +102,7 @@ def main(argv):
     try:
         if mode != "complexity":
             # Before anything starts JAX: allocator settings only reach threads that have not
-            # yet allocated (config.host_malloc; fastscale_jax/hostmem.py).
+            # yet allocated (config.host_malloc; fastscale_jax/cpu/hostmem.py).
             print(fs_main.tune_host_malloc(config, mode), flush=True)
         fs_main.run(config, flags.FLAGS.workdir, mode)
     except (ValueError, FileNotFoundError, MissingExtra) as e:  # user errors: one line

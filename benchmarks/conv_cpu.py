@@ -31,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fastscale_jax import hostmem  # noqa: E402
+from fastscale_jax.cpu import hostmem  # noqa: E402
 from fastscale_jax.ops import conv as fconv  # noqa: E402
 
 # name, (H, Cin, Cout, k, stride, groups), batches
@@ -59,6 +59,7 @@ EXTRA_SHAPES = [  # --all-shapes: group widths around the 'auto' switch, RegNetZ
     ("gw64 512ch s2 @14", (14, 512, 512, 3, 2, 8), (8,)),
     ("gw8 768ch @14", (14, 768, 768, 3, 1, 96), (8,)),
     ("RegNetZ-500MF gw4 s2 160ch @56", (56, 160, 160, 3, 2, 40), (8,)),
+    ("stem 3->32 s2 @224", (224, 3, 32, 3, 2, 1), (8,)),  # every model's only dense kxk conv
 ]
 
 
@@ -307,7 +308,7 @@ def run_models(args, threads):
 def add_malloc_flag(ap):
     ap.add_argument("--default-malloc", action="store_true",
                     help="keep glibc's default allocator settings (by default the process runs "
-                         "with fastscale_jax.hostmem.tune_for_cpu(), as launch.py does for big "
+                         "with fastscale_jax.cpu.hostmem.tune_for_cpu(), as launch.py does for big "
                          "steps; it applies to the torch calls in this process too)")
 
 

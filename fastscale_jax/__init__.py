@@ -31,7 +31,7 @@ def __getattr__(name):  # lazy submodules that import jax / flax / torch-free co
 
     if name == "configs":
         return _configs()
-    if name in ("models", "convert", "timing", "ops", "train", "data", "hostmem"):
+    if name in ("models", "convert", "timing", "ops", "train", "data", "cpu"):
         return importlib.import_module(f"fastscale_jax.{name}")
     raise AttributeError(f"module 'fastscale_jax' has no attribute {name!r}")
 

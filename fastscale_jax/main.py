@@ -76,7 +76,7 @@ def tune_host_malloc(config, mode: str) -> str:
     HOST_MALLOC_AUTO_MIN_MIB (the demo config: ~63 MiB, off; RegNetY-800MF at 224 px, batch 8:
     ~160 MiB, on). hostmem itself skips it when an accelerator backend is installed.
     """
-    from fastscale_jax import hostmem
+    from fastscale_jax.cpu import hostmem
 
     setting = str(config.get("host_malloc", "auto")).strip().lower()
     if setting not in ("auto", "on", "off"):

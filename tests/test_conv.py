@@ -1,5 +1,6 @@
-"""fastscale_jax.ops.conv: every implementation equals lax.conv_general_dilated (values and
-gradients wrt input and kernel), 'auto' picks the fast CPU formulations, bad impls raise."""
+"""fastscale_jax.ops.conv and the CPU formulations fastscale_jax.cpu registers with it: every
+implementation equals lax.conv_general_dilated (values and gradients wrt input and kernel),
+'auto' picks the fast CPU formulations, bad impls raise, FFI convs are counted."""
 
 import functools
 import os
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 from jax import lax
 
+from fastscale_jax.cpu import onednn, xla_conv
 from fastscale_jax.ops import conv as fconv
-from fastscale_jax.ops import onednn
 
 IMPLS = [i for i in fconv.IMPLS if i != "auto"]
 
@@ -134,11 +135,11 @@ def test_auto_on_cpu_picks_fast_formulations():
     assert fconv.resolve_impl("auto", x, jnp.zeros((3, 3, 16, 64)), 4) not in ("lax", "auto")
     assert fconv.resolve_impl("auto", x, dense, 1) not in ("auto",)
     assert fconv.resolve_impl("lax", x, dw, 64) == "lax"
-    # the documented per-shape policy (conv.cpu_choice)
-    assert fconv.cpu_choice(64, 64, 1, 1) == "shift"           # 1x1 dense: matmuls
-    assert fconv.cpu_choice(64, 64, 1, 3) == "group_scan"      # kxk dense: XLA conv
-    assert fconv.cpu_choice(64, 64, 16, 3) == "shift"          # group width 4
-    assert fconv.cpu_choice(64, 64, 8, 3) == "group_scan"      # group width 8
+    # the documented per-shape policy (xla_conv.cpu_choice)
+    assert xla_conv.cpu_choice(64, 64, 1, 1) == "shift"           # 1x1 dense: matmuls
+    assert xla_conv.cpu_choice(64, 64, 1, 3) == "lax"             # kxk dense: XLA's own
+    assert xla_conv.cpu_choice(64, 64, 16, 3) == "shift"          # group width 4
+    assert xla_conv.cpu_choice(64, 64, 8, 3) == "group_scan"      # group width 8
 
 
 def test_onednn_is_available_where_it_is_a_dependency():
@@ -192,12 +193,44 @@ def test_onednn_unavailable_falls_back_or_explains(monkeypatch):
     if jax.default_backend() != "cpu":
         pytest.skip("CPU-only choice")
     monkeypatch.setattr(onednn, "status", lambda: (False, "no oneDNN here (test)"))
-    monkeypatch.setattr(fconv, "_warned_no_onednn", False)
+    monkeypatch.setattr(onednn, "_warned_unavailable", False)
     x, w = jnp.zeros((1, 8, 8, 64)), jnp.zeros((3, 3, 8, 64))
     with pytest.warns(RuntimeWarning, match=r"no oneDNN here \(test\)"):
         assert fconv.resolve_impl("auto", x, w, 8) == "group_scan"
     with pytest.raises(onednn.OnednnUnavailable, match=r"'onednn' is unavailable: no oneDNN here"):
         fconv.conv2d(x, w, groups=8, impl="onednn")
+
+
+def test_ffi_convs_are_counted():
+    """ffi_convs_in counts the oneDNN custom calls of a compiled function (XLA's cost
+    analysis has no flops for them): 3 per conv in a gradient, none with 'lax'."""
+    x, w = jnp.zeros((2, 8, 8, 16)), jnp.zeros((3, 3, 4, 16))
+
+    def compiled(impl):
+        f = lambda a, b: jnp.sum(fconv.conv2d(a, b, groups=4, impl=impl))  # noqa: E731
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1))).lower(x, w).compile()
+
+    assert fconv.ffi_convs_in(compiled("lax")) == 0
+    assert fconv.ffi_convs_in(compiled("group_scan").as_text()) == 0
+    if jax.default_backend() != "cpu" or not onednn.available():
+        pytest.skip("needs the CPU backend with oneDNN")
+    assert fconv.ffi_convs_in(compiled("onednn")) == 3
+    twice = lambda a, b: fconv.conv2d(fconv.conv2d(a, b, groups=4, impl="onednn"), b,  # noqa: E731
+                                      groups=4, impl="onednn")
+    assert fconv.ffi_convs_in(jax.jit(twice).lower(x, w)) == 2  # StableHLO text counts too
+
+
+def test_models_import_without_posix_only_modules():
+    """Windows has no fcntl: importing the models and the CPU package must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['fcntl'] = None\n"
+            "import fastscale_jax.models, fastscale_jax.cpu.onednn, fastscale_jax.cpu.hostmem\n"
+            "from fastscale_jax.ops import conv; print(conv.impls())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "onednn" in p.stdout
 
 
 def test_onednn_missing_library_and_disable_messages(monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""fastscale_jax.hostmem: when the allocator settings apply, and that they take effect."""
+"""fastscale_jax.cpu.hostmem: when the allocator settings apply, and that they take effect."""
 
 import os
 import subprocess
@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from fastscale_jax import hostmem
+from fastscale_jax.cpu import hostmem
 
 # In a fresh interpreter: optionally tune, malloc 64 MB, and report (tune message, bytes that
 # glibc serves from mmap'd blocks) from mallinfo2.
 PROBE = r"""
 import ctypes, sys
-from fastscale_jax import hostmem
+from fastscale_jax.cpu import hostmem
 msg = hostmem.tune_for_cpu() if sys.argv[1] == "tune" else "-"
 libc = ctypes.CDLL("libc.so.6")
 class MallInfo2(ctypes.Structure):

@@ -58,7 +58,7 @@ def test_wheel_contains_configs_demo_data_and_cpp_source():
     configs = {p.name for p in (ROOT / "configs").glob("*.py")}
     assert {f"fastscale_jax/configs/{c}" for c in configs} <= names
     assert "fastscale_jax/data/demo/cifar10_demo.npz" in names
-    assert "fastscale_jax/ops/csrc/onednn_conv.cc" in names
+    assert "fastscale_jax/cpu/csrc/onednn_conv.cc" in names
     assert not any(n.startswith(("tests/", "configs/", "colabs/")) for n in names)
 
 

@@ -1,7 +1,9 @@
-"""Low-level ops used by the models: the 2-D convolution and its fast CPU formulations."""
+"""Low-level ops used by the models: the 2-D convolution dispatcher and BatchNorm (+ activation).
 
-from fastscale_jax.ops.conv import (IMPLS, conv2d, cpu_choice, default_impl, get_default_impl,
-                                    resolve_impl, set_default_impl, shape_class)
+The fast CPU convolutions live in fastscale_jax.cpu, which registers them with ops.conv."""
 
-__all__ = ["IMPLS", "conv2d", "cpu_choice", "default_impl", "get_default_impl", "resolve_impl",
-           "set_default_impl", "shape_class"]
+from fastscale_jax.ops.conv import (conv2d, default_impl, ffi_convs_in, get_default_impl, impls,
+                                    resolve_impl, set_default_impl)
+
+__all__ = ["conv2d", "default_impl", "ffi_convs_in", "get_default_impl", "impls", "resolve_impl",
+           "set_default_impl"]

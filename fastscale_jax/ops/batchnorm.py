@@ -12,7 +12,7 @@ normalised value and the activation's derivative in one reduction and one elemen
 where `gz` is the gradient at the activation's input and `xhat` the normalised `x`. On the
 2-core CPU, BN + activation fwd+bwd on large tensors ran 1.2-1.9x faster than Flax's
 BatchNorm with glibc's default allocator (fewer temporaries to page-fault in) and on par with
-it once `fastscale_jax.hostmem` keeps freed memory (`benchmarks/RESULTS.md` §4a).
+it once `fastscale_jax.cpu.hostmem` keeps freed memory (`benchmarks/RESULTS.md` §4a).
 
 With `axis_name` the statistics (and the two means in the backward pass) are averaged over that
 pmap/shard_map/vmap axis: synchronised BN, with the same gradients as autodiff through

@@ -1,24 +1,20 @@
 """2-D convolution used by every model: NHWC input, HWIO kernel, PyTorch-style padding.
 
     y = conv2d(x, kernel, stride=2, groups=8)              # impl='auto'
-    y = conv2d(x, kernel, groups=c, impl="shift")          # force a formulation
+    y = conv2d(x, kernel, groups=c, impl="shift")          # force an implementation
 
 Implementations (`impl`):
   'lax'         lax.conv_general_dilated, differentiated by JAX. The fast choice on GPU/TPU.
-  'shift'       k*k shifted slices times the kernel taps (see conv_cpu.py), with a custom VJP.
-                Fastest on XLA:CPU for depthwise, narrow-group and 1x1 convolutions.
-  'group_scan'  group-major scan of dense XLA convs, with a custom VJP. On CPU the fastest
-                XLA formulation for wider groups, and for dense kxk convs.
-  'onednn'      oneDNN's direct convolution kernels called through jax.ffi (see onednn.py),
-                with a custom VJP. CPU only; needs oneDNN 3.x (a dependency on Linux x86_64)
-                and a C++ compiler. The fastest on CPU for kxk convs. Convs it does not
-                handle (not float32, or a stride that leaves negative right padding, like a
-                1x1 stride-2 conv on an even size) run the XLA formulation `cpu_choice` picks.
   'auto'        the global default if one is set (set_default_impl, the `default_impl`
                 context manager, or the environment variable FASTSCALE_CONV_IMPL), else per
-                backend: 'lax' on GPU/TPU; on CPU 'onednn' for float32 kxk convs where it is
-                available (`use_onednn`), else the XLA formulation measured fastest for the
-                shape class (`cpu_choice`; numbers in benchmarks/RESULTS.md).
+                backend: 'lax' on GPU/TPU; on CPU what the CPU package picks for the shape.
+  'onednn', 'shift', 'group_scan'
+                CPU formulations with custom VJPs, from `fastscale_jax.cpu` (oneDNN through
+                jax.ffi, and XLA-only ones for where oneDNN is missing); see that package.
+
+The CPU package is consulted through one hook: on the first non-'lax' resolution this module
+imports `fastscale_jax.cpu` and calls its `register()`, which hands back its formulations and
+its per-shape choice (`CpuConvs`). On GPU/TPU with impl='auto' it is never imported.
 
 All implementations compute the same function (to float round-off) and take the same kernel
 layout, so parameters and checkpoints never depend on the implementation. The custom-VJP
@@ -31,26 +27,60 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
-import warnings
+import re
+from typing import Callable, NamedTuple
 
 import jax
 from jax import lax
 
-from fastscale_jax.ops import conv_cpu, onednn
-
 ENV_VAR = "FASTSCALE_CONV_IMPL"
-_FORMULATIONS = {**conv_cpu.FORMULATIONS, "onednn": onednn.FORMULATION}
-FORMULATIONS = tuple(_FORMULATIONS)                    # ('shift', 'group_scan', 'onednn')
-IMPLS = ("auto", "lax") + FORMULATIONS
+CPU_PACKAGE = "fastscale_jax.cpu"
 
+
+class CpuConvs(NamedTuple):
+    """What the CPU package registers (its `register()` returns these fields).
+
+    formulations: impl name -> (forward, input_grad, kernel_grad), each called as
+      forward(x, w, stride, groups, precision), input_grad(x, w, dy, stride, groups,
+      precision), kernel_grad(x, w, dy, stride, groups, precision).
+    choose(impl, backend, x, kernel, groups, stride) -> the formulation that runs for impl
+      'auto' on the CPU, or for a formulation's name on any backend.
+    ffi_targets: the jax.ffi custom-call targets its formulations emit (see ffi_convs_in).
+    """
+    formulations: dict
+    choose: Callable
+    ffi_targets: tuple = ()
+
+
+_cpu: CpuConvs | None = None
 _default_impl: str | None = None  # set by set_default_impl / default_impl
 
 
+def cpu_convs() -> CpuConvs:
+    """The CPU package's registration, made once per process on first use."""
+    global _cpu
+    if _cpu is None:
+        _cpu = CpuConvs(**importlib.import_module(CPU_PACKAGE).register())
+    return _cpu
+
+
+def impls() -> tuple:
+    """Every valid impl name: 'auto', 'lax' and the CPU package's formulations."""
+    return ("auto", "lax") + tuple(cpu_convs().formulations)
+
+
+def __getattr__(name):  # IMPLS: computed on first use, so importing this module stays light
+    if name == "IMPLS":
+        return impls()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _check(impl: str) -> str:
-    if impl not in IMPLS:
-        raise ValueError(f"unknown conv impl {impl!r}; valid: {', '.join(IMPLS)}")
-    return impl
+    if impl in ("auto", "lax") or impl in cpu_convs().formulations:
+        return impl
+    raise ValueError(f"unknown conv impl {impl!r}; valid: {', '.join(impls())}")
 
 
 def set_default_impl(impl: str | None) -> None:
@@ -87,34 +117,6 @@ def default_impl(impl: str | None):
         _default_impl = old
 
 
-def shape_class(cin: int, cout: int, groups: int) -> str:
-    """'dense' (groups == 1), 'depthwise' (groups == cin == cout) or 'grouped' (the rest)."""
-    if groups == 1:
-        return "dense"
-    if groups == cin == cout:
-        return "depthwise"
-    return "grouped"
-
-
-# Widest group (Cin/groups) for which 'shift' beats per-group dense convs on XLA:CPU.
-SHIFT_MAX_GROUP_WIDTH = 4
-
-
-def cpu_choice(cin: int, cout: int, groups: int, kernel: int) -> str:
-    """The formulation measured fastest on XLA:CPU for a conv shape (numbers: RESULTS.md).
-
-      dense 1x1                  -> 'shift'       one matmul forward, input and kernel grads
-      dense kxk                  -> 'group_scan'  XLA's conv forward and input gradient, the
-                                                  kernel gradient as per-tap matmuls
-      depthwise, Cin/g <= 4      -> 'shift'       shifted multiply-adds
-      grouped, Cin/g > 4         -> 'group_scan'  a scan over groups of dense convs
-    """
-    del cout
-    if groups == 1:
-        return "shift" if kernel == 1 else "group_scan"
-    return "shift" if cin // groups <= SHIFT_MAX_GROUP_WIDTH else "group_scan"
-
-
 def _backend(x) -> str:
     try:  # a concrete array knows its device; a tracer does not
         return next(iter(x.devices())).platform
@@ -122,50 +124,37 @@ def _backend(x) -> str:
         return jax.default_backend()
 
 
-_warned_no_onednn = False
-
-
-def _onednn_handles(x, kernel, stride) -> bool:
-    return onednn.supports(x.shape[1], x.shape[2], kernel.shape[0], stride, x.dtype)
-
-
-def use_onednn(x, kernel, stride: int = 1) -> bool:
-    """Whether 'auto' runs this CPU conv with oneDNN: a float32 kxk conv (k > 1; dense 1x1
-    convs are plain matmuls, which XLA runs as fast) that the shim supports, when oneDNN is
-    available. Warns once per process when it is not (unless disabled on purpose)."""
-    global _warned_no_onednn
-    if kernel.shape[0] == 1 or not _onednn_handles(x, kernel, stride):
-        return False
-    ok, why = onednn.status()
-    if not ok and not _warned_no_onednn and os.environ.get(onednn.ENV_DISABLE) != "0":
-        _warned_no_onednn = True
-        warnings.warn(f"fastscale_jax: oneDNN convolutions unavailable, so CPU convs use "
-                      f"slower XLA formulations ({why}). ${onednn.ENV_DISABLE}=0 silences this.",
-                      RuntimeWarning, stacklevel=3)
-    return ok
-
-
 def resolve_impl(impl: str, x, kernel, groups: int, stride: int = 1) -> str:
-    """The concrete implementation ('lax' or a formulation) that conv2d will run."""
+    """The concrete implementation ('lax' or a registered formulation) that conv2d runs."""
     impl = _check(impl)
     if impl == "auto":
         impl = get_default_impl()
-    xla_choice = functools.partial(cpu_choice, x.shape[-1], kernel.shape[-1], groups,
-                                   kernel.shape[0])
-    if impl == "onednn":
-        backend = _backend(x)
-        if backend != "cpu":
-            raise ValueError(f"conv impl 'onednn' runs on CPU only, not {backend}; use "
-                             "impl='auto' (lax on GPU/TPU)")
-        onednn.require()
-        return "onednn" if _onednn_handles(x, kernel, stride) else xla_choice()
-    if impl != "auto":
-        return impl
-    if _backend(x) != "cpu":
+    if impl == "lax":
         return "lax"
-    if use_onednn(x, kernel, stride):
-        return "onednn"
-    return xla_choice()
+    backend = _backend(x)
+    if impl == "auto" and backend != "cpu":
+        return "lax"
+    return cpu_convs().choose(impl, backend, x, kernel, groups, stride)
+
+
+def ffi_convs_in(compiled) -> int:
+    """How many convolution custom calls (oneDNN through jax.ffi) a compiled function makes.
+
+    `compiled`: a jax `Compiled` or `Lowered` (its `as_text()` is read) or HLO / StableHLO
+    text. Each forward, input gradient and kernel gradient counts once (a conv in a train step
+    is usually 3). XLA's cost_analysis() counts no flops for custom calls, so a nonzero count
+    means its flop figure leaves these convolutions out. Only the CPU formulations emit them:
+    on GPU/TPU (and with 'lax') the count is 0.
+    """
+    if _cpu is None:  # nothing resolved to a CPU formulation in this process: no FFI convs
+        return 0
+    text = compiled if isinstance(compiled, str) else compiled.as_text()
+    if not text or not _cpu.ffi_targets:
+        return 0
+    targets = _cpu.ffi_targets
+    names = "|".join(re.escape(t) for t in targets)
+    pattern = rf'custom_call_target="(?:{names})"|custom_call @(?:{names})\b'
+    return len(re.findall(pattern, text))
 
 
 def _lax_conv(x, kernel, stride, groups, precision):
@@ -177,7 +166,7 @@ def _lax_conv(x, kernel, stride, groups, precision):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _custom_conv(x, kernel, stride, groups, impl, precision):
-    forward, _, _ = _FORMULATIONS[impl]
+    forward, _, _ = cpu_convs().formulations[impl]
     return forward(x, kernel, stride, groups, precision)
 
 
@@ -187,7 +176,7 @@ def _custom_conv_fwd(x, kernel, stride, groups, impl, precision):
 
 def _custom_conv_bwd(stride, groups, impl, precision, residuals, dy):
     x, kernel = residuals
-    _, input_grad, kernel_grad = _FORMULATIONS[impl]
+    _, input_grad, kernel_grad = cpu_convs().formulations[impl]
     return (input_grad(x, kernel, dy, stride, groups, precision),
             kernel_grad(x, kernel, dy, stride, groups, precision))
 
@@ -202,7 +191,8 @@ def conv2d(x, kernel, *, stride=1, groups=1, impl="auto", precision=None):
     (k - 1) // 2 on each side (not TF 'SAME', which differs for stride 2 on even sizes); odd
     square kernels; any positive int stride; output spatial size (H - 1) // stride + 1.
     Computes in x.dtype (low-precision inputs accumulate in float32) and returns x.dtype.
-    impl: 'auto' | 'lax' | 'shift' | 'group_scan' | 'onednn' (see the module docstring).
+    impl: 'auto' | 'lax' | a CPU formulation: 'onednn', 'shift', 'group_scan' (see the module
+    docstring).
     """
     kh, kw, ci, cout = kernel.shape
     cin = x.shape[-1]

@@ -1,4 +1,5 @@
-"""oneDNN convolutions on the CPU through jax.ffi: the 'onednn' conv formulation.
+"""oneDNN convolutions on the CPU through jax.ffi: the 'onednn' conv formulation, and what
+impl='auto' runs on the CPU (`choose`).
 
 XLA:CPU runs grouped and depthwise convolutions, and every kernel gradient, through slow
 generic loops. oneDNN (the library behind PyTorch's CPU convolutions) has JIT-compiled direct
@@ -11,7 +12,8 @@ Requirements, all checked at first use (`status()` says what is missing):
     onednn-devel-cpu-gomp wheels, which put them under their prefix; elsewhere point
     $FASTSCALE_ONEDNN_ROOT at a prefix with include/oneapi/dnnl/ and lib/libdnnl.so.
   * a C++17 compiler ($CXX, else g++ or c++) and jaxlib's FFI headers (shipped with jaxlib).
-If any is missing the formulation is unavailable and conv2d's 'auto' uses the XLA ones.
+If any is missing the formulation is unavailable and conv2d's 'auto' uses the XLA ones
+(xla_conv.py), with a warning once per process.
 $FASTSCALE_ONEDNN=0 turns it off. The library is cached under $FASTSCALE_CACHE_DIR (default
 ~/.cache/fastscale_jax), keyed by the source, oneDNN and jaxlib, so it compiles once (~5 s).
 The shim picks each conv's memory layout by timing the first time it meets a problem on this
@@ -34,13 +36,15 @@ import site
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from fastscale_jax._extras import install_line
-from fastscale_jax.ops.conv_cpu import out_size
+from fastscale_jax.cpu import xla_conv
+from fastscale_jax.cpu.xla_conv import out_size
 
 ENV_DISABLE = "FASTSCALE_ONEDNN"
 ENV_ROOT = "FASTSCALE_ONEDNN_ROOT"
@@ -51,7 +55,7 @@ INSTALL_HINT = (f"{install_line('cpu')} (Linux x86_64: Intel's oneDNN wheels), o
                 "$FASTSCALE_ONEDNN_ROOT")
 
 _SOURCE = Path(__file__).parent / "csrc" / "onednn_conv.cc"
-_TARGETS = {  # FFI target name -> exported handler symbol
+TARGETS = {  # FFI custom-call target name -> exported handler symbol
     "fastscale_onednn_conv_forward": "FastscaleOnednnConvForward",
     "fastscale_onednn_conv_input_grad": "FastscaleOnednnConvInputGrad",
     "fastscale_onednn_conv_kernel_grad": "FastscaleOnednnConvKernelGrad",
@@ -179,7 +183,7 @@ def _load() -> str:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         raise OnednnUnavailable(f"cannot load {path}: {e}") from None
-    for name, symbol in _TARGETS.items():
+    for name, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
     return str(path)
@@ -248,3 +252,44 @@ def kernel_grad(x, kernel, dy, stride, groups, precision=None):
 
 
 FORMULATION = (forward, input_grad, kernel_grad)
+
+
+_warned_unavailable = False
+
+
+def _handles(x, kernel, stride) -> bool:
+    return supports(x.shape[1], x.shape[2], kernel.shape[0], stride, x.dtype)
+
+
+def use_onednn(x, kernel, stride: int = 1) -> bool:
+    """Whether 'auto' runs this CPU conv with oneDNN: a float32 kxk conv (k > 1; dense 1x1
+    convs are plain matmuls, which XLA runs as fast) that the shim supports, when oneDNN is
+    available. Warns once per process when it is not (unless disabled on purpose)."""
+    global _warned_unavailable
+    if kernel.shape[0] == 1 or not _handles(x, kernel, stride):
+        return False
+    ok, why = status()
+    if not ok and not _warned_unavailable and os.environ.get(ENV_DISABLE) != "0":
+        _warned_unavailable = True
+        warnings.warn(f"fastscale_jax: oneDNN convolutions unavailable, so CPU convs use "
+                      f"slower XLA formulations ({why}). ${ENV_DISABLE}=0 silences this.",
+                      RuntimeWarning, stacklevel=4)
+    return ok
+
+
+def choose(impl: str, backend: str, x, kernel, groups: int, stride: int) -> str:
+    """The formulation that runs for `impl` ('auto' on the CPU, or a formulation's name):
+    'onednn' where `use_onednn` says so (forced 'onednn': where the shim supports the conv,
+    else an error if oneDNN is unavailable), else the XLA one `xla_conv.cpu_choice` picks."""
+    def xla_choice():
+        return xla_conv.cpu_choice(x.shape[-1], kernel.shape[-1], groups, kernel.shape[0])
+
+    if impl == "onednn":
+        if backend != "cpu":
+            raise ValueError(f"conv impl 'onednn' runs on CPU only, not {backend}; use "
+                             "impl='auto' (lax on GPU/TPU)")
+        require()
+        return "onednn" if _handles(x, kernel, stride) else xla_choice()
+    if impl != "auto":
+        return impl
+    return "onednn" if use_onednn(x, kernel, stride) else xla_choice()

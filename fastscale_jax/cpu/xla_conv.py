@@ -1,4 +1,4 @@
-"""Convolution formulations that XLA:CPU runs fast (used through fastscale_jax.ops.conv).
+"""Convolution formulations that XLA:CPU runs fast: what CPU convs run without oneDNN.
 
 XLA:CPU lowers a grouped or depthwise `conv_general_dilated` to a slow generic loop, and the
 kernel gradient of *every* convolution (dense included) goes through a slow path too. These
@@ -20,13 +20,17 @@ Formulations:
               (a dense 1x1 conv is one matmul forward, input and kernel gradient). Depthwise
               taps fuse into one loop; grouped ones run in a loop over kernel rows.
               Input gradient: the same construction on dy with the transposed kernel, for
-              stride s > 1 split into s*s sub-pixel phases (no work on a dilated dy's zeros);
-              per-group transposed convs from group width 8 up.
+              stride s > 1 split into s*s sub-pixel phases (no work on a dilated dy's zeros).
   group_scan  channels moved group-major, then a scan over groups of dense XLA convolutions
               (dense conv is XLA:CPU's fast path); input gradient likewise per group (XLA's
               transposed conv), except strided grouped convs, which use shift's phases. A
-              dense conv (groups=1) is the plain XLA conv forward and input gradient with the
-              fast kernel gradient below.
+              dense conv (groups=1; forced only, 'auto' runs those with 'lax') is the plain
+              XLA conv forward and input gradient with the kernel gradient below.
+
+Why both are kept: without oneDNN, 'auto' (`cpu_choice`) made whole-model train steps at
+batch 8, 224 px 13x (EfficientNet-B0), 24x (RegNetY-800MF) and 227x (RegNetZ-500MF) faster
+than 'lax', forwards 1.1-6.3x (benchmarks/RESULTS.md §4d); each is the faster one for the
+shapes `cpu_choice` gives it.
 
 Kernel gradients (both formulations): depthwise as per-tap multiply + reduce in a loop over
 taps; grouped and dense as per-tap matmuls (contraction over batch and space) in a loop over
@@ -47,6 +51,30 @@ from jax import lax
 # gradient, ...) and recomputing them there: in RegNetZ-500MF's train step that doubled the
 # time (4.7 s vs 1.7 s, batch 8, 224 px, 2 cores).
 _SHIFT_UNROLL_TERMS = 128
+
+
+# Widest group (Cin/groups) for which 'shift' beats per-group dense convs on XLA:CPU.
+SHIFT_MAX_GROUP_WIDTH = 4
+
+
+def cpu_choice(cin: int, cout: int, groups: int, kernel: int) -> str:
+    """What 'auto' runs on XLA:CPU without oneDNN, by shape (RESULTS.md §4d: batch 8, 224 px
+    shapes, fwd+bwd speed-up over 'lax'):
+
+      dense 1x1                  -> 'shift'       one matmul forward, input and kernel grads
+                                                  (2.3x; used with oneDNN too)
+      dense kxk                  -> 'lax'         group_scan's kernel gradient was no faster
+                                                  (1.15x at 128 ch, 0.63-0.71x for the stem)
+      depthwise, Cin/g <= 4      -> 'shift'       shifted multiply-adds (13x depthwise, 93x
+                                                  group width 4; group_scan 1.1x, 72x)
+      grouped, Cin/g > 4         -> 'group_scan'  a scan over groups of dense convs (133-237x
+                                                  at widths 16-48, 3.5x at 64; shift 1.4-4.7x
+                                                  slower than it from width 48 up)
+    """
+    del cout
+    if groups == 1:
+        return "shift" if kernel == 1 else "lax"
+    return "shift" if cin // groups <= SHIFT_MAX_GROUP_WIDTH else "group_scan"
 
 
 def _acc_dtype(dtype):
@@ -340,22 +368,15 @@ def group_scan_input_grad(x, w, dy, stride, groups, precision):
                        lambda a, b: _dense_conv(a, b, 1, pad, precision, lhs_dilation=stride))
 
 
-# Group width from which the per-group dense transposed conv beats the shifted multiply-adds
-# for the input gradient (measured: width 4 -> shift 1.7x faster; width 8 -> dense 1.5x).
-_DENSE_DX_MIN_WIDTH = 8
-
-
 def _dense_1x1(w, groups):
     return groups == 1 and w.shape[0] == 1
 
 
 def shift_input_grad_auto(x, w, dy, stride, groups, precision):
-    """The `shift` formulation's dx: a matmul for dense 1x1 convs, shifted multiply-adds for
-    depthwise and narrow groups, else per-group dense transposed convolutions."""
+    """The `shift` formulation's dx: a matmul for dense 1x1 convs, else shifted multiply-adds
+    (what 'auto' uses it for: depthwise and group width <= 4)."""
     if _dense_1x1(w, groups):
         return matmul_input_grad(x, w, dy, stride, groups, precision)
-    if min(w.shape[2], w.shape[3] // groups) >= _DENSE_DX_MIN_WIDTH:
-        return group_scan_input_grad(x, w, dy, stride, groups, precision)
     return shift_input_grad(x, w, dy, stride, groups, precision)
 
 
