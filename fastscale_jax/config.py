@@ -75,9 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.timing.warmup = 2                      # discarded calls before timing
     c.timing.iters = 10                      # calls per timed window
     c.timing.windows = 5                     # timed windows (median / min / spread over them)
-    c.timing.optimizer = "sgd"               # train_step update: sgd (Nesterov) | momentum | adamw | lamb | adam
     c.timing.dataset_size = 1_281_167        # ImageNet train images, for epoch-time estimates
-    c.timing.num_devices = placeholder(int)
+    c.timing.num_devices = 1                 # local devices the batch is split over
+    # the timed steps are the trainer's (train.setup.build_steps): train / optim / model
+    # sections give their recipe, config.parallel how they run data-parallel
     return c
 
 
@@ -106,7 +107,6 @@ def _add_training_sections(c) -> None:
     t.progress = True                # tqdm bar per epoch
     t.tensorboard = True             # TensorBoard event files in workdir/tb
     t.plot = True                    # workdir/curves.png at the end
-    t.inject_nan_at_step = placeholder(int)  # testing: poison the loss at this step
 
     o = c.optim = ml_collections.ConfigDict()
     o.name = "sgd"                   # 'sgd' (Nesterov) | 'lamb' | 'adamw'

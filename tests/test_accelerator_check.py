@@ -152,3 +152,23 @@ def test_bad_arguments_exit_2(tmp_path):
     p = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "no" / "x.json")],
                        check=False, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "does not exist" in p.stderr
+
+
+def test_timing_config_matches_base_config():
+    """The ml_collections-free config the check times with (accel_check.common.timing_config)
+    has base_config's values for every field it sets: the GPU numbers time the same step."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from accel_check.common import timing_config
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from fastscale_jax.config import base_config
+
+    ours, base = timing_config(), base_config()
+    assert (ours.seed, ours.parallel) == (base.seed, base.parallel)
+    for section in ("model", "train", "optim", "checkpoint", "timing"):
+        for key, value in ours[section].items():
+            assert key in base[section], (section, key)
+            want = base[section][key]
+            assert (tuple(value) if isinstance(value, (list, tuple)) else value) == (
+                tuple(want) if isinstance(want, (list, tuple)) else want), (section, key)

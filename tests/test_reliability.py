@@ -120,7 +120,7 @@ def test_benchmark_fails_when_every_model_fails(tmp_path, monkeypatch):
            for n, f in (("A", 1.0), ("B", 2.0))]
     monkeypatch.setattr(config_lib, "resolve_family", lambda cfg: fam)
 
-    def boom(spec, **kw):
+    def boom(spec, config=None, **kw):
         raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
 
     monkeypatch.setattr(benchmark, "time_model", boom)

@@ -14,8 +14,7 @@ import pytest
 import fastscale_jax as fs
 from fastscale_jax import config as config_lib
 from fastscale_jax.specs import AnyNetSpec
-from fastscale_jax.timing import fit_runtime, pearson_r, time_model
-from fastscale_jax.timing.measure import check_resolution
+from fastscale_jax.timing import check_resolution, fit_runtime, pearson_r, time_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -63,6 +62,31 @@ def test_time_model_all_modes_end_to_end():
     assert res["train_step"].mem_alias_bytes > 0
 
 
+def test_timed_train_step_follows_the_config_recipe():
+    """The timed step is the trainer's, built from the config: EMA adds a copy of the params
+    and BN statistics to the donated state, AdamW two moment trees to SGD's one."""
+    spec = tiny_spec()
+
+    def state_bytes(**changes):
+        c = config_lib.base_config()
+        for path, v in changes.items():
+            section, key = path.split("__")
+            c[section][key] = v
+        r = time_model(spec, c, batch_size=2, modes=("train_step",), warmup=0, iters=1,
+                       windows=1)["train_step"]
+        assert r.error is None, r.error
+        return r.mem_argument_bytes, r.optimizer
+
+    sgd, name = state_bytes()
+    assert name == "sgd"
+    ema, _ = state_bytes(train__ema_decay=0.99)
+    adamw, name = state_bytes(optim__name="adamw")
+    assert name == "adamw"
+    params = fs.complexity(spec)["params"] * 4  # float32 bytes (BN stats come on top for EMA)
+    assert ema - sgd >= params
+    assert adamw - sgd >= 0.9 * params
+
+
 def test_xla_flops_are_twice_the_analytic_multiply_adds():
     # XLA counts 2 flops per multiply-add, plus BN / activation / pooling elementwise ops, and
     # skips the multiply-adds that fall on zero padding. Measured ratios xla / (2 * flops):
@@ -90,8 +114,12 @@ def test_bad_inputs_raise_value_error():
         time_model(spec, batch_size=0)
     with pytest.raises(ValueError, match="device"):
         time_model(spec, batch_size=2, num_devices=64)
-    with pytest.raises(ValueError, match="unknown optimizer"):
-        time_model(spec, batch_size=2, optimizer="rmsprop-ish")
+    bad = config_lib.base_config()
+    bad.optim.name = "rmsprop-ish"  # the timed train step is the config's recipe
+    with pytest.raises(ValueError, match="optim.name='rmsprop-ish'.*valid: sgd"):
+        time_model(spec, bad, batch_size=2)
+    with pytest.raises(ValueError, match="unknown timing setting 'optimizer'"):
+        time_model(spec, batch_size=2, optimizer="sgd")
     # res_stem_in (stride 4) + 4 stride-2 stages downsample by 64: 48 px leaves < 1 px
     deep = tiny_spec(stem_type="res_stem_in", depths=(1, 1, 1, 1), strides=(2, 2, 2, 2))
     with pytest.raises(ValueError, match="downsamples by 64"):
@@ -208,10 +236,10 @@ def test_failing_model_does_not_abort_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(config_lib, "resolve_family", lambda cfg: fam)
     real = benchmark.time_model
 
-    def flaky(spec, **kw):  # an XLA-style failure for one member
+    def flaky(spec, config=None, **kw):  # an XLA-style failure for one member
         if spec.name == "Boom":
             raise RuntimeError("RESOURCE_EXHAUSTED: out of memory while compiling")
-        return real(spec, **kw)
+        return real(spec, config, **kw)
 
     monkeypatch.setattr(benchmark, "time_model", flaky)
     out = benchmark.run_benchmark(_small_timing(config_lib.base_config()), str(tmp_path),

@@ -70,6 +70,18 @@ class TriggerData(SyntheticData):
             yield batch
 
 
+class NanData(TriggerData):
+    """Serves training batch number `at` with NaN images, so that step's loss is NaN (a fault
+    injected from the data, as a corrupt input would)."""
+
+    def train_iterator(self, *a, **kw):
+        for batch in SyntheticData.train_iterator(self, *a, **kw):
+            if self.served == self.at:
+                batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+            self.served += 1
+            yield batch
+
+
 class CrashingData(TriggerData):
     """Raises (like a killed process) instead of serving training batch number `at`."""
 
@@ -151,9 +163,9 @@ def test_sigterm_saves_then_eval_mode_and_model_check(tmp_path):
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
-    c = make_config(num_train_steps=8, inject_nan_at_step=5, log_every_steps=1)
+    c = make_config(num_train_steps=8, log_every_steps=1)
     with pytest.raises(NonFiniteLossError, match="at step 5.*last good checkpoint is step 4"):
-        train_and_evaluate(c, str(tmp_path), data=SyntheticData(), spec=SPEC)
+        train_and_evaluate(c, str(tmp_path), data=NanData(at=5), spec=SPEC)
     ck = ckpt_lib.Checkpointer(str(tmp_path))
     assert ck.all_steps() == [4]
     from fastscale_jax.models import build_model

@@ -58,7 +58,7 @@ def test_pycls_warmup_style_matches_pycls_epoch_lr():
     assert float(optim.make_schedule(o, lr=0.4, total_steps=70, warmup=21)(21)) == pytest.approx(0.4)
     o.warmup_style = "typo"
     with pytest.raises(ValueError, match="optim.warmup_style.*valid: prefix, pycls"):
-        optim.make_schedule(o, lr=0.4, total_steps=70, warmup=21)
+        optim.validate(o)
 
 
 @pytest.mark.parametrize("field,value", [("name", "adam_typo"), ("schedule", "step"),
@@ -67,7 +67,7 @@ def test_unknown_names_raise(field, value):
     o = base_config().optim
     o[field] = value
     with pytest.raises(ValueError, match=f"optim.{field}.*valid"):
-        optim.make_optimizer(o, 0.1)
+        optim.validate(o)
     with pytest.raises(ValueError, match="train.loss.*valid: ce, bce"):
         losses.validate("softmax")
 

@@ -11,7 +11,6 @@ program time_model will build, so with the persistent compilation cache on
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import time
 
 import numpy as np
@@ -76,44 +75,57 @@ def compile_all(jobs: dict, threads: int) -> dict:
     return {key: out[key] for key in jobs}
 
 
-def _abstract(tree, sharding):
-    import jax
+class Cfg(dict):
+    """A dict with attribute access: the fields train.step / train.optim read."""
 
-    return jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def train_cfg(**kw) -> Cfg:
+    c = Cfg(loss="ce", label_smoothing=0.0, bce_target_thresh=None, mixup_alpha=0.0,
+            cutmix_alpha=0.0, mix_prob=1.0, mix_switch_prob=0.5, ema_decay=0.0,
+            ema_warmup=True, sync_bn=False, global_batch_size=128, eval_batch_size=None,
+            epochs=1.0, num_train_steps=None, eval_every_epochs=0.0)
+    c.update(kw)
+    return c
+
+
+def optim_cfg(**kw) -> Cfg:
+    c = Cfg(name="sgd", base_lr=0.1, base_batch_size=128, momentum=0.9, nesterov=True, b1=0.9,
+            b2=0.999, eps=1e-6, weight_decay=5e-4, wd_mask="kernels", schedule="cosine",
+            warmup_epochs=0.0, warmup_steps=None, warmup_init_factor=0.0, min_lr_factor=0.0,
+            clip_grad_norm=0.0)
+    c.update(kw)
+    return c
+
+
+def timing_config(**timing) -> Cfg:
+    """A config for fastscale_jax.timing.time_model / programs.lower without ml_collections
+    (the GPU image lacks it): the sections of fastscale_jax.config.base_config the timed
+    step reads, as attribute dicts with base_config's values (tests/test_accelerator_check
+    checks they have its keys). `timing` overrides timing settings."""
+    t = Cfg(batch_size=32, resolution=None, dtype=None, modes=("inference", "train_step"),
+            warmup=2, iters=10, windows=5, dataset_size=1_281_167, num_devices=1)
+    t.update(timing)
+    return Cfg(seed=0, parallel="pmap", model=Cfg(dtype="float32", conv_impl="auto"),
+               train=train_cfg(), optim=optim_cfg(base_lr=0.1, base_batch_size=256,
+                                                  weight_decay=5e-5),
+               checkpoint=Cfg(every_steps=1000, keep=3, async_save=True, resume=True), timing=t)
 
 
 def lower_like_time_model(spec, *, batch_size: int, resolution: int, dtype: str,
-                          mode: str = "train_step", optimizer: str = "sgd",
-                          conv_impl: str = "auto"):
-    """The Lowered program fastscale_jax.timing.time_model(spec, ...) compiles for `mode` on
-    one device (same model, functions, shapes, placement and donation), from abstract shapes:
-    nothing is allocated or initialised."""
-    import jax
+                          mode: str = "train_step", conv_impl: str = "auto"):
+    """The Lowered program time_model(spec, timing_config(), ...) compiles for `mode` on one
+    device (fastscale_jax.timing.programs.lower: same step, shapes, placement and donation),
+    from abstract shapes: nothing is allocated or initialised."""
+    from fastscale_jax.timing import programs
 
-    from fastscale_jax.models import build_model
-    from fastscale_jax.timing import measure
-
-    spec = spec.replace(resolution=resolution) if resolution != spec.resolution else spec
-    model = build_model(spec, dtype=dtype, conv_impl=conv_impl)
-    _, tx = measure.make_optimizer(optimizer)
-    has_dropout = bool(getattr(spec, "drop_path_rate", 0.0) or getattr(spec, "dropout", 0.0)
-                       or getattr(spec, "dc_ratio", 0.0))
-    fn = measure._build_fns(model, tx, has_dropout)[mode]  # the function time_model compiles
-    sh = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    x1 = jax.ShapeDtypeStruct((1, resolution, resolution, 3), np.float32)
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0), x1)
-    params = _abstract(shapes["params"], sh)
-    stats = _abstract(shapes.get("batch_stats", {}), sh)
-    x = jax.ShapeDtypeStruct((batch_size, resolution, resolution, 3), np.float32, sharding=sh)
-    y = jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=sh)
-    key = _abstract(jax.eval_shape(lambda: jax.random.PRNGKey(0)), sh)
-    if mode == "train_step":
-        opt = _abstract(jax.eval_shape(tx.init, shapes["params"]), sh)
-        return fn.lower((params, stats, opt), x, y, key)
-    if mode == "fwd_bwd":
-        return fn.lower(params, stats, x, y, key)
-    return fn.lower({"params": params, "batch_stats": stats}, x)
+    return programs.lower(spec, mode, timing_config(), batch_size=batch_size,
+                         resolution=resolution, dtype=dtype, conv_impl=conv_impl)
 
 
 def finite_tree(tree) -> bool:

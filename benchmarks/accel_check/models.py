@@ -23,6 +23,7 @@ from accel_check.common import (
     lower_like_time_model,
     one_line,
     result,
+    timing_config,
 )
 
 PACKAGES = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "libtpu", "flax", "optax",
@@ -67,7 +68,7 @@ def check_environment(plan) -> dict:
 # ----------------------------------------------------------------- forward + backward
 def _init(spec, resolution):
     from fastscale_jax.models import build_model
-    from fastscale_jax.timing.measure import host_init
+    from fastscale_jax.timing.programs import host_init
 
     return host_init(build_model(spec), resolution, seed=0)
 
@@ -283,7 +284,8 @@ def check_alpha(plan, threads: int) -> dict:
     prewarm_s = time.perf_counter() - t0
     rows = []
     for i, (labels, spec) in enumerate(family):
-        res = time_model(spec, batch_size=p["batch"], dtype=p["dtype"], modes=("train_step",),
+        res = time_model(spec, timing_config(), batch_size=p["batch"], dtype=p["dtype"],
+                         modes=("train_step",),
                          warmup=p["warmup"], iters=p["iters"], windows=p["windows"])
         row = model_row(labels, spec, res, settings)
         row["prewarm_compile_s"] = pre[i][3]

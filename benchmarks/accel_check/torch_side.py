@@ -21,6 +21,7 @@ from accel_check.common import (
     lower_like_time_model,
     one_line,
     result,
+    timing_config,
 )
 from torch_compare import time_calls  # benchmarks/ is on sys.path, as for accel_check
 
@@ -133,7 +134,7 @@ def check_timm(plan, threads: int) -> dict:
         row = {"model": label, "spec": spec.name, "resolution": spec.resolution,
                "batch": p["batch"], "prewarm_compile_s": pre[label][3]}
         try:
-            ours = time_model(spec, batch_size=p["batch"], dtype=p["dtype"],
+            ours = time_model(spec, timing_config(), batch_size=p["batch"], dtype=p["dtype"],
                               modes=("train_step",), warmup=p["warmup"], iters=p["iters"],
                               windows=p["windows"])["train_step"]
             if ours.error:

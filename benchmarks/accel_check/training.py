@@ -16,37 +16,10 @@ import time
 
 import numpy as np
 
-from accel_check.common import FAIL, OK, SKIP, result
+from accel_check.common import FAIL, OK, SKIP, optim_cfg, result, train_cfg
 
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)  # CIFAR-10 channel mean / std (RGB)
 STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
-
-
-class Cfg(dict):
-    """A dict with attribute access: the fields train.step / train.optim read."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def train_cfg(**kw) -> Cfg:
-    c = Cfg(loss="ce", label_smoothing=0.0, bce_target_thresh=None, mixup_alpha=0.0,
-            cutmix_alpha=0.0, mix_prob=1.0, mix_switch_prob=0.5, ema_decay=0.0,
-            ema_warmup=True, inject_nan_at_step=None)
-    c.update(kw)
-    return c
-
-
-def optim_cfg(**kw) -> Cfg:
-    c = Cfg(name="sgd", base_lr=0.1, base_batch_size=128, momentum=0.9, nesterov=True, b1=0.9,
-            b2=0.999, eps=1e-6, weight_decay=5e-4, wd_mask="kernels", schedule="cosine",
-            warmup_epochs=0.0, warmup_steps=None, warmup_init_factor=0.0, min_lr_factor=0.0,
-            clip_grad_norm=0.0)
-    c.update(kw)
-    return c
 
 
 def demo_file() -> str:

@@ -2,6 +2,7 @@
 
     from fastscale_jax import timing
     res = timing.time_model(spec, batch_size=32, modes=("inference", "train_step"))
+    res = timing.time_model(spec, config)      # config.timing settings, the config's recipe
     res["train_step"].images_per_s, res["train_step"].compile_s, res["inference"].xla_flops
 
     timing.fit_runtime(flops, acts, times)     # time ~ a*flops + b*acts + c, R^2, LOO error
@@ -12,8 +13,8 @@ cost_analysis() counts 2 flops per multiply-add and is reported as `xla_flops`.
 """
 
 from fastscale_jax.timing.fit import fit_runtime, pearson_r
-from fastscale_jax.timing.measure import (MODES, TimingResult, check_resolution, environment,
-                                          make_optimizer, time_model, validate_settings)
+from fastscale_jax.timing.measure import MODES, TimingResult, environment, time_model
+from fastscale_jax.timing.programs import check_resolution, timing_settings
 
 
 def run_benchmark(config, workdir):
@@ -24,4 +25,4 @@ def run_benchmark(config, workdir):
 
 
 __all__ = ["MODES", "TimingResult", "check_resolution", "environment", "fit_runtime",
-           "make_optimizer", "pearson_r", "run_benchmark", "time_model", "validate_settings"]
+           "pearson_r", "run_benchmark", "time_model", "timing_settings"]

@@ -31,7 +31,8 @@ import os
 
 from fastscale_jax.complexity import complexity
 from fastscale_jax.timing.fit import fit_all, format_fit
-from fastscale_jax.timing.measure import environment, time_model, validate_settings
+from fastscale_jax.timing.measure import environment, time_model
+from fastscale_jax.timing.programs import timing_settings
 
 _ENV_KEYS = ("device_kind", "backend", "jax", "jaxlib", "flax")
 
@@ -39,32 +40,6 @@ _ENV_KEYS = ("device_kind", "backend", "jax", "jaxlib", "flax")
 class AllModelsFailedError(RuntimeError, ValueError):
     """No model of the benchmark could be timed (ValueError too: launch.py prints one line
     and exits with status 2)."""
-
-
-def _get(cfg, path, default=None):
-    cur = cfg
-    for key in path.split("."):
-        try:
-            cur = cur[key]
-        except (KeyError, TypeError, AttributeError):
-            return default
-    return default if cur is None else cur
-
-
-def timing_settings(config) -> dict:
-    """time_model keyword arguments from config.timing (+ model.dtype / model.conv_impl)."""
-    return {"batch_size": int(_get(config, "timing.batch_size", 32)),
-            "resolution": _get(config, "timing.resolution"),
-            "dtype": _get(config, "timing.dtype") or _get(config, "model.dtype", "float32"),
-            "modes": tuple(_get(config, "timing.modes", ("inference", "train_step"))),
-            "warmup": int(_get(config, "timing.warmup", 2)),
-            "iters": int(_get(config, "timing.iters", 10)),
-            "windows": int(_get(config, "timing.windows", 5)),
-            "num_devices": int(_get(config, "timing.num_devices", 1)),
-            "optimizer": _get(config, "timing.optimizer", "sgd"),
-            "conv_impl": _get(config, "model.conv_impl", "auto"),
-            "dataset_size": int(_get(config, "timing.dataset_size", 1_281_167)),
-            "seed": int(_get(config, "seed", 0))}
 
 
 def _fmt_err(e: BaseException) -> str:
@@ -111,13 +86,14 @@ def model_row(labels: dict, spec, results: dict | None, settings: dict,
     return row
 
 
-def benchmark_family(family: list[tuple[dict, object]], settings: dict,
+def benchmark_family(family: list[tuple[dict, object]], settings: dict, config=None,
                      progress: bool = True) -> tuple[list[dict], list[dict]]:
-    """Time every (labels, spec) of `family`; (rows, results as dicts). Failures of one model
-    (any Exception) are recorded in its row and the sweep continues."""
+    """Time every (labels, spec) of `family` with time_model(spec, config, **settings);
+    (rows, results as dicts). Failures of one model (any Exception) are recorded in its row
+    and the sweep continues."""
     from tqdm.auto import tqdm
 
-    kw = {k: v for k, v in settings.items()}
+    settings = timing_settings(config, **settings)  # complete and validated, for the rows
     rows, full = [], []
     bar = tqdm(family, desc="benchmark", unit="model", disable=not progress, dynamic_ncols=True)
     for labels, spec in bar:
@@ -126,7 +102,7 @@ def benchmark_family(family: list[tuple[dict, object]], settings: dict,
 
         results, error = None, None
         try:
-            results = time_model(spec, on_stage=on_stage, **kw)
+            results = time_model(spec, config, on_stage=on_stage, **settings)
             full += [{**labels, **r.to_dict()} for r in results.values()]
         except Exception as e:  # noqa: BLE001 - recorded in the row, the sweep goes on
             error = _fmt_err(e)
@@ -200,18 +176,17 @@ def run_benchmark(config, workdir: str, progress: bool = True) -> dict:
     from fastscale_jax import config as config_lib
     from fastscale_jax.timing.plots import family_plots, runtime_vs_complexity
 
+    import jax
+
     settings = timing_settings(config)
-    dtype, modes, devices = validate_settings(
-        settings["batch_size"], settings["dtype"], settings["modes"], settings["warmup"],
-        settings["iters"], settings["windows"], settings["num_devices"])
-    settings.update(dtype=dtype, modes=modes)
+    dtype, modes = settings["dtype"], settings["modes"]
     family = config_lib.resolve_family(config)
-    env = environment(devices)
+    env = environment(jax.local_devices()[:settings["num_devices"]])
     print(f"benchmark: {len(family)} model(s) on {env['num_devices']} x {env['device_kind']} "
           f"({env['backend']}), batch {settings['batch_size']}, {dtype}, modes {modes}, "
           f"{settings['windows']} windows x {settings['iters']} iters after "
           f"{settings['warmup']} warm-up; jax {env['jax']}, flax {env['flax']}")
-    rows, full = benchmark_family(family, settings, progress=progress)
+    rows, full = benchmark_family(family, settings, config, progress=progress)
     for r in rows:
         r.update({k: env.get(k) for k in _ENV_KEYS})
 

@@ -1,11 +1,13 @@
-"""Time one model's XLA-compiled functions: inference, forward+backward, full train step.
+"""Time one model's XLA-compiled steps: the trainer's own eval step, forward+backward and
+train step, built from a config's recipe.
 
     res = time_model(spec, batch_size=32, modes=("inference", "fwd_bwd", "train_step"))
     res["train_step"].time_s, res["train_step"].images_per_s, res["train_step"].compile_s
+    res = time_model(spec, config)          # config.timing settings, config's train recipe
 
 Method (the same for every mode):
-  1. the function is compiled ahead of time, jax.jit(f).lower(*args).compile(); lowering and
-     compilation are timed separately from execution (`lower_s`, `compile_s`);
+  1. the step is compiled ahead of time (.lower(*args).compile()); lowering and compilation
+     are timed separately from execution (`lower_s`, `compile_s`);
   2. `warmup` calls are run and discarded;
   3. `windows` timed windows of `iters` calls each; the device is synchronised
      (block_until_ready) only at the edges of a window, so dispatch overlaps execution as in
@@ -14,20 +16,21 @@ Method (the same for every mode):
      images/s (global batch / median), per-device images/s, and an epoch-time estimate
      (dataset_size / images/s).
 
-Modes:
-  inference   model.apply(variables, x, train=False) (eval-mode BN), f32 logits.
-  fwd_bwd     softmax cross-entropy on random labels, train-mode BN, value_and_grad w.r.t.
-              params; returns loss, grads and new BN statistics.
-  train_step  fwd_bwd + optax update (default SGD lr 0.1, momentum 0.9, Nesterov) + BN stat
-              update; the (params, batch_stats, opt_state) state is donated (donate_argnums=0)
+Modes (the functions fastscale_jax.train.setup.build_steps compiles for training, with the
+config's model.dtype / conv_impl, train.* (loss, mixup, EMA, sync BN) and optim.*, run
+data-parallel by config.parallel over `num_devices` devices):
+  inference   the eval step: eval-mode forward, top-1 / top-5 / cross-entropy sums.
+  fwd_bwd     the train step's forward and backward pass (loss, gradients, BN statistics,
+              averaged over devices), without the optimizer update.
+  train_step  the train step itself: fwd_bwd + optimizer update + EMA; the state is donated
               and threaded from one call to the next.
 
-XLA's view of each compiled function is recorded: `xla_flops` is cost_analysis()['flops'],
-which counts 2 flops per multiply-add (plus elementwise ops such as BN and activations), so
-compare it with 2 x analytic `flops` (multiply-adds) x batch; `xla_bytes_accessed` is its
-'bytes accessed'; `mem_*_bytes` come from memory_analysis() (None where the backend does not
-report them). With num_devices > 1 the batch is sharded over jax.local_devices()[:n] (params
-replicated; jit/GSPMD), and cost / memory figures are those of the per-device program.
+XLA's view of each compiled step is recorded: `xla_flops` is cost_analysis()['flops'], which
+counts 2 flops per multiply-add (plus elementwise ops such as BN and activations), so compare
+it with 2 x analytic `flops` (multiply-adds) x per-device batch; convolutions run through FFI
+custom calls (oneDNN on CPU) are invisible to it, and `ffi_convs` counts them. `mem_*_bytes`
+come from memory_analysis() (None where the backend does not report them); with
+num_devices > 1 cost and memory figures are those of the per-device program.
 
 Inputs are random (normal images, uniform labels), never zeros.
 """
@@ -43,10 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-MODES = ("inference", "fwd_bwd", "train_step")
-DTYPE_NAMES = {"float32": "float32", "f32": "float32", "bfloat16": "bfloat16",
-               "bf16": "bfloat16", "float16": "float16", "f16": "float16"}
-MIN_RESOLUTION = 32
+from fastscale_jax.timing.programs import MODES, host_batch, host_state, timed_steps
 
 
 @dataclasses.dataclass
@@ -80,7 +80,8 @@ class TimingResult:
     mem_temp_bytes: int | None = None
     mem_alias_bytes: int | None = None
     mem_peak_bytes: int | None = None
-    optimizer: str | None = None     # train_step only
+    optimizer: str | None = None     # train_step only: config.optim.name
+    ffi_convs: int | None = None     # convs run as FFI custom calls (invisible to xla_flops)
     finite_outputs: bool | None = None  # logits / loss of the last call finite (information)
     error: str | None = None         # compile / run failure (then the times are nan)
     env: dict = dataclasses.field(default_factory=dict)  # device kind, backend, versions
@@ -114,54 +115,6 @@ def environment(devices=None) -> dict:
             "device_kind": getattr(d, "device_kind", "unknown"), "num_devices": len(devices),
             "local_device_count": jax.local_device_count(), "host": platform.node(),
             **_versions()}
-
-
-def _total_stride(spec) -> int:
-    if spec.family == "effnet" or spec.stem_type == "simple_stem_in":
-        stem = 2
-    elif spec.stem_type == "res_stem_in":
-        stem = 4
-    else:
-        stem = 1
-    return stem * int(np.prod(spec.strides))
-
-
-def check_resolution(spec, resolution: int) -> int:
-    """`resolution` if the model can take it, else ValueError (< 32 px, or so small that the
-    network's total downsampling leaves less than 1 px in the last stage)."""
-    if not isinstance(resolution, (int, np.integer)) or isinstance(resolution, bool):
-        raise ValueError(f"resolution must be an int, got {resolution!r}")
-    stride = _total_stride(spec)
-    if resolution < MIN_RESOLUTION:
-        raise ValueError(f"{spec.name}: resolution {resolution} is below the minimum "
-                         f"{MIN_RESOLUTION} px")
-    if resolution < stride:
-        raise ValueError(f"{spec.name}: resolution {resolution} is too small: the network "
-                         f"downsamples by {stride}, leaving {resolution / stride:.2g} px in its "
-                         f"last stage (need >= {stride})")
-    return int(resolution)
-
-
-def make_optimizer(optimizer="sgd"):
-    """(name, optax.GradientTransformation). Names: 'sgd' (lr 0.1, momentum 0.9, Nesterov;
-    the default), 'momentum' (no Nesterov), 'adamw' (1e-3, wd 0.05), 'lamb' (1e-3, wd 0.05),
-    'adam' (1e-3); or pass a GradientTransformation."""
-    import optax
-
-    if not isinstance(optimizer, str):
-        if not hasattr(optimizer, "update"):
-            raise ValueError(f"optimizer must be a name or an optax GradientTransformation, "
-                             f"got {optimizer!r}")
-        return type(optimizer).__name__, optimizer
-    makers = {"sgd": lambda: optax.sgd(0.1, momentum=0.9, nesterov=True),
-              "momentum": lambda: optax.sgd(0.1, momentum=0.9),
-              "adamw": lambda: optax.adamw(1e-3, weight_decay=0.05),
-              "lamb": lambda: optax.lamb(1e-3, weight_decay=0.05),
-              "adam": lambda: optax.adam(1e-3)}
-    key = optimizer.strip().lower()
-    if key not in makers:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(makers)}")
-    return key, makers[key]()
 
 
 def _cost(compiled) -> tuple:
@@ -205,93 +158,6 @@ def _short_error(e: BaseException, stage: str) -> str:
     return f"{stage}: {kind}{type(e).__name__}: {first[:300]}"
 
 
-def validate_settings(batch_size, dtype, modes, warmup=0, iters=1, windows=1, num_devices=1):
-    """Check the model-independent settings; (dtype name, modes tuple, devices) or ValueError."""
-    import jax
-
-    if isinstance(dtype, str) and dtype.strip().lower() in DTYPE_NAMES:
-        dtype = DTYPE_NAMES[dtype.strip().lower()]
-    else:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {sorted(set(DTYPE_NAMES.values()))}")
-    modes = (modes,) if isinstance(modes, str) else tuple(modes)
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ValueError(f"unknown timing mode {bad[0] if bad else None!r}; valid: {MODES}")
-    for name, v, lo in (("batch_size", batch_size, 1), ("iters", iters, 1),
-                        ("windows", windows, 1), ("warmup", warmup, 0),
-                        ("num_devices", num_devices, 1)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    available = jax.local_devices()
-    if num_devices > len(available):
-        raise ValueError(f"num_devices={num_devices} but only {len(available)} local "
-                         f"{available[0].platform} device(s) are available")
-    if batch_size % num_devices:
-        raise ValueError(f"batch_size {batch_size} is not divisible by num_devices "
-                         f"{num_devices}")
-    return dtype, modes, available[:num_devices]
-
-
-def _build_fns(model, tx, has_dropout):
-    import jax
-    import optax
-
-    def infer(variables, x):
-        return model.apply(variables, x, train=False)
-
-    def loss_fn(params, batch_stats, x, y, rng):
-        kw = {"rngs": {"dropout": rng}} if has_dropout else {}
-        logits, new = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                  mutable=["batch_stats"], **kw)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, new.get("batch_stats", {})
-
-    def fwd_bwd(params, batch_stats, x, y, rng):
-        (loss, bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats,
-                                                                     x, y, rng)
-        return loss, grads, bs
-
-    def train_step(state, x, y, rng):
-        params, batch_stats, opt_state = state
-        (loss, bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats,
-                                                                     x, y, rng)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, bs, opt_state), loss
-
-    return {"inference": jax.jit(infer), "fwd_bwd": jax.jit(fwd_bwd),
-            "train_step": jax.jit(train_step, donate_argnums=0)}
-
-
-def host_init(model, resolution: int, seed: int = 0) -> dict:
-    """Random variables for `model` built on the host with numpy: the tree structure and shapes
-    come from jax.eval_shape(model.init) (nothing is compiled), kernels are He-normal
-    (std sqrt(2 / fan_in)), BN scale / running var ones, biases / running means zeros.
-
-    flax's own init traces every RNG op and takes tens of seconds per big model on a CPU;
-    the values do not change the timing, so benchmarks use this instead.
-    """
-    import jax
-
-    x = jax.ShapeDtypeStruct((1, resolution, resolution, 3), np.float32)
-    shapes = jax.eval_shape(functools.partial(model.init, train=False),
-                            jax.random.PRNGKey(0), x)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, sd):
-        last = path[-1]
-        name = str(getattr(last, "key", getattr(last, "name", last)))
-        shape, dt = tuple(sd.shape), np.dtype(sd.dtype)
-        if name in ("scale", "var"):
-            return np.ones(shape, dt)
-        if name in ("bias", "mean") or len(shape) < 2:
-            return np.zeros(shape, dt)
-        fan_in = int(np.prod(shape[:-1])) or 1
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dt)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 def _stats(res: TimingResult, window_times: list[float]):
     t = np.asarray(window_times, float)
     res.window_times_s = [float(v) for v in t]
@@ -305,126 +171,96 @@ def _stats(res: TimingResult, window_times: list[float]):
     res.epoch_s = res.dataset_size / res.images_per_s
 
 
-def time_model(spec, *, batch_size: int = 32, resolution: int | None = None,
-               dtype: str = "float32", modes=("inference", "train_step"), warmup: int = 2,
-               iters: int = 10, windows: int = 5, num_devices: int = 1, optimizer="sgd",
-               conv_impl: str = "auto", dataset_size: int = 1_281_167, seed: int = 0,
-               on_stage: Callable[[str], Any] | None = None) -> dict[str, TimingResult]:
-    """Time `spec`'s compiled functions; {mode: TimingResult} in the order of `modes`.
 
-    batch_size is the global batch, split over `num_devices` local devices (must divide).
-    resolution defaults to spec.resolution (train resolution). dtype is the computation dtype
-    ('float32' | 'bfloat16' | 'float16'; params stay float32). optimizer: see make_optimizer.
-    Bad arguments raise ValueError before anything is compiled; compile / run failures (OOM,
+
+def _compile(res: TimingResult, fn, args):
+    """Ahead-of-time compile `fn` for `args`, recording times, XLA's cost and memory."""
+    from fastscale_jax.ops.conv import ffi_convs_in
+
+    t0 = time.perf_counter()
+    lowered = fn.lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    res.lower_s, res.compile_s = t1 - t0, time.perf_counter() - t1
+    res.xla_flops, res.xla_bytes_accessed = _cost(compiled)
+    for k, v in _memory(compiled).items():
+        setattr(res, k, v)
+    try:
+        res.ffi_convs = ffi_convs_in(compiled)
+    except Exception:  # noqa: BLE001 - information only; a backend without HLO text
+        res.ffi_convs = None
+    return compiled
+
+
+def _run_windows(res: TimingResult, compiled, args, mode: str):
+    """Warm-up calls, then the timed windows; the train step's donated state is threaded."""
+    import jax
+
+    def call(args):
+        out = compiled(*args)
+        return out, ((out[0], args[1]) if mode == "train_step" else args)
+
+    out = None
+    for _ in range(res.warmup):
+        out, args = call(args)
+    jax.block_until_ready((out, args))
+    times = []
+    for _ in range(res.windows):
+        t0 = time.perf_counter()
+        for _ in range(res.iters):
+            out, args = call(args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / res.iters)
+    _stats(res, times)
+    loss = {"inference": lambda o: o["loss"], "fwd_bwd": lambda o: o[0],
+            "train_step": lambda o: o[1]["loss"]}[mode](out)
+    # information only: a train step on random labels may legitimately diverge
+    res.finite_outputs = bool(np.all(np.isfinite(np.asarray(jax.device_get(loss), np.float32))))
+
+
+def time_model(spec, config=None, *, on_stage: Callable[[str], Any] | None = None,
+               **overrides) -> dict[str, TimingResult]:
+    """Time `spec`'s compiled steps; {mode: TimingResult} in the order of the modes.
+
+    config: an experiment config (default fastscale_jax.config.base_config()): its timing
+    section gives the settings, its train / optim / model / parallel sections the step's
+    recipe. overrides: timing settings by name (batch_size, resolution, dtype, modes, warmup,
+    iters, windows, num_devices, dataset_size, conv_impl, seed), e.g. batch_size=8.
+    batch_size is the global batch, split over num_devices local devices (must divide).
+    Bad settings raise ValueError before anything is compiled; compile / run failures (OOM,
     XLA errors) are caught and recorded in that mode's `error` (its times stay nan).
     on_stage(text) is called before each compile / timing stage (progress display).
     """
-    import jax
-    import jax.numpy as jnp
-
-    from fastscale_jax.models import build_model
-
-    dtype, modes, devices = validate_settings(batch_size, dtype, modes, warmup, iters, windows,
-                                              num_devices)
-    resolution = check_resolution(spec, spec.resolution if resolution is None else resolution)
-    opt_name, tx = make_optimizer(optimizer)
-    if resolution != spec.resolution:
-        spec = spec.replace(resolution=resolution)
-    env = environment(devices)
-    model = build_model(spec, dtype=dtype, conv_impl=conv_impl)
-    has_dropout = bool(getattr(spec, "drop_path_rate", 0.0) or getattr(spec, "dropout", 0.0)
-                       or getattr(spec, "dc_ratio", 0.0))
-
-    def new_result(mode):
-        return TimingResult(model=spec.name, mode=mode, batch_size=batch_size,
-                            resolution=resolution, dtype=dtype, num_devices=num_devices,
-                            warmup=warmup, iters=iters, windows=windows,
-                            dataset_size=dataset_size, env=dict(env),
-                            optimizer=opt_name if mode == "train_step" else None)
-
-    stage = on_stage or (lambda s: None)
-    results = {m: new_result(m) for m in modes}
-    # Placement: one device, or the batch sharded over a 1-D mesh (params replicated).
-    if num_devices == 1:
-        put_batch = put_rep = functools.partial(jax.device_put, device=devices[0])
-    else:
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-        mesh = Mesh(np.asarray(devices), ("batch",))
-        bsh, rsh = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
-        put_batch = functools.partial(jax.device_put, device=bsh)
-        put_rep = functools.partial(jax.device_put, device=rsh)
-
-    rng = np.random.default_rng(seed)
-    x_host = rng.standard_normal((batch_size, resolution, resolution, 3), dtype=np.float32)
-    y_host = rng.integers(0, spec.num_classes, size=(batch_size,), dtype=np.int32)
+    s, spec, cfg, par, steps = timed_steps(spec, config, **overrides)
+    env = environment(par.local_devices)
+    results = {m: TimingResult(
+        model=spec.name, mode=m, batch_size=s["batch_size"], resolution=spec.resolution,
+        dtype=s["dtype"], num_devices=s["num_devices"], warmup=s["warmup"], iters=s["iters"],
+        windows=s["windows"], dataset_size=s["dataset_size"], env=dict(env),
+        optimizer=cfg.optim.name if m == "train_step" else None) for m in s["modes"]}
+    stage = on_stage or (lambda text: None)
     try:
         stage("init")
-        variables = host_init(model, resolution, seed)  # host copy: fresh buffers per mode
+        state0 = host_state(steps, cfg, spec.resolution, s["seed"])
     except Exception as e:  # noqa: BLE001
         for r in results.values():
             r.error = _short_error(e, "init")
         return results
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    fns = _build_fns(model, tx, has_dropout)
-    x = put_batch(jnp.asarray(x_host, dtype=jnp.float32))
-    y = put_batch(jnp.asarray(y_host))
-    key = put_rep(jax.random.PRNGKey(seed + 1))
-
-    for mode in modes:
-        res = results[mode]
-        # --- arguments (fresh device buffers; train_step donates its state) ---
-        if mode == "inference":
-            args = [put_rep(variables), x]
-        elif mode == "fwd_bwd":
-            args = [put_rep(params), put_rep(batch_stats), x, y, key]
-        else:
-            p = put_rep(params)
-            args = [(p, put_rep(batch_stats), put_rep(jax.jit(tx.init)(params))), x, y, key]
-        # --- ahead-of-time compilation ---
+    batch = par.put_batch(host_batch(s, spec.resolution, spec.num_classes))
+    fns = {"inference": steps.eval, "fwd_bwd": steps.grads, "train_step": steps.train}
+    for mode, res in results.items():
+        args = (par.put_state(state0), batch)  # fresh buffers: train_step donates them
         try:
             stage(f"compiling {mode}")
-            t0 = time.perf_counter()
-            lowered = fns[mode].lower(*args)
-            t1 = time.perf_counter()
-            compiled = lowered.compile()
-            t2 = time.perf_counter()
-            res.lower_s, res.compile_s = t1 - t0, t2 - t1
-            res.xla_flops, res.xla_bytes_accessed = _cost(compiled)
-            for k, v in _memory(compiled).items():
-                setattr(res, k, v)
+            compiled = _compile(res, fns[mode], args)
         except Exception as e:  # noqa: BLE001 - recorded per mode, the sweep goes on
             res.error = _short_error(e, f"compile {mode}")
             continue
-        # --- warm-up, then timed windows ---
         try:
             stage(f"timing {mode}")
-
-            def call(args):
-                out = compiled(*args)
-                if mode == "train_step":  # thread the donated state through
-                    args = [out[0]] + args[1:]
-                return out, args
-
-            out = None
-            for _ in range(warmup):
-                out, args = call(args)
-            jax.block_until_ready((out, args))
-            window_times = []
-            for _ in range(windows):
-                t0 = time.perf_counter()
-                for _ in range(iters):
-                    out, args = call(args)
-                jax.block_until_ready(out)
-                window_times.append((time.perf_counter() - t0) / iters)
-            _stats(res, window_times)
-            loss = out if mode == "inference" else (out[0] if mode == "fwd_bwd" else out[1])
-            # informative only: a train step on random labels may legitimately diverge
-            res.finite_outputs = bool(np.all(np.isfinite(
-                np.asarray(jax.device_get(loss), np.float32))))
+            _run_windows(res, compiled, args, mode)
         except Exception as e:  # noqa: BLE001
             res.error = _short_error(e, f"run {mode}")
         finally:
             del args, compiled
-            out = None
     return results

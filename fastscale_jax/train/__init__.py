@@ -5,9 +5,12 @@ optimizers and schedules, losses, mixup/cutmix, EMA, orbax checkpoints with exac
     train_and_evaluate(config, workdir)      # what `launch.py --mode train` runs
     evaluate(config, workdir)                # `--mode eval`: the latest checkpoint
 
-Modules: optim (optimizers, schedules, LR rule), losses, mixing (mixup / cutmix), state
-(TrainState), step (per-device step bodies, pmap / shard_map), checkpoint (orbax),
-loop (the loops), writers (metrics.jsonl, TensorBoard, curves.png), distributed (multi-host).
+Modules: setup (validate a config once, derive the run's sizes, build its compiled steps: also
+what timing measures), optim (optimizers, schedules, LR rule), losses, mixing (mixup /
+cutmix), state (TrainState), step (per-device step bodies, pmap / shard_map), checkpoint
+(orbax), guard (loss checks; checkpoints never hold diverged weights), progress (tqdm bars,
+log windows, throughput), preemption (SIGTERM), loop (train_and_evaluate / evaluate), writers
+(metrics.jsonl, TensorBoard, curves.png), distributed (multi-host).
 """
 
 from fastscale_jax.train.loop import NonFiniteLossError, evaluate, train_and_evaluate

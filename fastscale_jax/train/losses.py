@@ -37,8 +37,8 @@ def smooth(targets, smoothing: float):
 
 def loss_fn(name: str, logits, targets, *, label_smoothing: float = 0.0,
             bce_target_thresh=None):
-    """Mean loss of f32 `logits` [B, K] against soft `targets` [B, K] (rows sum to 1)."""
-    validate(name)
+    """Mean loss of f32 `logits` [B, K] against soft `targets` [B, K] (rows sum to 1).
+    `name` must have passed `validate` ('ce', else 'bce')."""
     logits = logits.astype(jnp.float32)
     if name == "ce":
         return jnp.mean(optax.softmax_cross_entropy(logits, smooth(targets, label_smoothing)))

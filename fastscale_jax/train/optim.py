@@ -79,10 +79,9 @@ def warmup_steps(optim_cfg, steps_per_epoch: int, total_steps: int | None = None
 
 
 def make_schedule(optim_cfg, *, lr: float, total_steps: int, warmup: int):
-    """Per-step learning rate: warmup, then decay (see the module docstring, warmup_style)."""
-    _choice("optim.schedule", optim_cfg.schedule, SCHEDULES)
+    """Per-step learning rate: warmup, then decay (see the module docstring, warmup_style).
+    `optim_cfg` must have passed `validate`."""
     style = optim_cfg.get("warmup_style", "prefix")
-    _choice("optim.warmup_style", style, WARMUP_STYLES)
     warmup = max(0, min(int(warmup), total_steps))
     if style == "pycls":
         return _pycls_schedule(optim_cfg, lr=lr, total_steps=total_steps, warmup=warmup)
@@ -123,8 +122,8 @@ def kernel_mask(params):
 
 
 def make_optimizer(optim_cfg, schedule) -> optax.GradientTransformation:
-    """The optax transformation (gradient clipping, the optimizer, masked weight decay)."""
-    validate(optim_cfg)
+    """The optax transformation (gradient clipping, the optimizer, masked weight decay).
+    `optim_cfg` must have passed `validate`."""
     wd = float(optim_cfg.weight_decay)
     mask = kernel_mask if optim_cfg.wd_mask == "kernels" else None
     parts = []

@@ -48,39 +48,48 @@ def _ema_decay(step, decay: float, warmup: bool):
     return d
 
 
-def make_train_body(model, tx, schedule, train_cfg, num_classes: int, *,
-                    needs_dropout_rng: bool = True):
-    """body(state, batch) -> (state, metrics), for one device; collectives over 'batch'."""
-    losses.validate(train_cfg.loss)
-    ema_on = train_cfg.ema_decay > 0
-    nan_step = train_cfg.get("inject_nan_at_step")
+def _loss_and_grads(model, train_cfg, num_classes: int, state: TrainState, batch):
+    """(loss, (logits, targets, new batch_stats)), grads of one device's batch: mixup / cutmix,
+    the configured loss, train-mode BN. Per device; nothing is averaged here."""
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(AXIS))
+    k_mix, k_drop = jax.random.split(key)
+    targets = jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.float32)
+    images, targets = mixing.mix(
+        k_mix, batch["image"], targets, mixup_alpha=float(train_cfg.mixup_alpha),
+        cutmix_alpha=float(train_cfg.cutmix_alpha), prob=float(train_cfg.mix_prob),
+        switch_prob=float(train_cfg.mix_switch_prob))
+
+    def compute_loss(params):
+        logits, new_vars = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
+            mutable=["batch_stats"], rngs={"dropout": k_drop})
+        loss = losses.loss_fn(train_cfg.loss, logits, targets,
+                              label_smoothing=float(train_cfg.label_smoothing),
+                              bce_target_thresh=train_cfg.get("bce_target_thresh"))
+        return loss, (logits, targets, new_vars["batch_stats"])
+
+    return jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+
+
+def make_grad_body(model, train_cfg, num_classes: int):
+    """body(state, batch) -> (loss, grads, batch_stats), averaged over 'batch': the train
+    step's forward and backward pass without the optimizer update (timing's 'fwd_bwd')."""
 
     def body(state: TrainState, batch):
-        key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
-                                 lax.axis_index(AXIS))
-        k_mix, k_drop = jax.random.split(key)
-        labels = batch["label"]
-        targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-        images, targets = mixing.mix(
-            k_mix, batch["image"], targets, mixup_alpha=float(train_cfg.mixup_alpha),
-            cutmix_alpha=float(train_cfg.cutmix_alpha), prob=float(train_cfg.mix_prob),
-            switch_prob=float(train_cfg.mix_switch_prob))
+        (loss, (_, _, batch_stats)), grads = _loss_and_grads(model, train_cfg, num_classes,
+                                                            state, batch)
+        return lax.pmean((loss, grads, batch_stats), AXIS)
 
-        def compute_loss(params):
-            logits, new_vars = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-                mutable=["batch_stats"], rngs={"dropout": k_drop})
-            loss = losses.loss_fn(train_cfg.loss, logits, targets,
-                                  label_smoothing=float(train_cfg.label_smoothing),
-                                  bce_target_thresh=train_cfg.get("bce_target_thresh"))
-            return loss, (logits, new_vars["batch_stats"])
+    return body
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(
-            compute_loss, has_aux=True)(state.params)
-        if nan_step is not None:  # testing hook: a poisoned step
-            loss = jnp.where(state.step == nan_step, jnp.nan, loss)
-            grads = jax.tree_util.tree_map(
-                lambda g: jnp.where(state.step == nan_step, jnp.nan, g), grads)
+
+def make_train_body(model, tx, schedule, train_cfg, num_classes: int):
+    """body(state, batch) -> (state, metrics), for one device; collectives over 'batch'."""
+    ema_on = train_cfg.ema_decay > 0
+
+    def body(state: TrainState, batch):
+        (loss, (logits, targets, batch_stats)), grads = _loss_and_grads(
+            model, train_cfg, num_classes, state, batch)
         grads = lax.pmean(grads, AXIS)
         batch_stats = lax.pmean(batch_stats, AXIS)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -92,8 +101,7 @@ def make_train_body(model, tx, schedule, train_cfg, num_classes: int, *,
             ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, ema, new)
         correct = jnp.mean((jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
                            .astype(jnp.float32))
-        metrics = {"loss": loss, "accuracy": correct}
-        metrics = lax.pmean(metrics, AXIS)
+        metrics = lax.pmean({"loss": loss, "accuracy": correct}, AXIS)
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -132,29 +140,33 @@ def make_eval_body(model, *, ema: bool):
 class Parallel:
     """Runs step bodies data-parallel ('pmap' or 'shard_map') and moves state/batches."""
 
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, devices=None):
+        """devices: the devices to run on (default all: jax.devices(), this process's
+        jax.local_devices()); timing passes a subset."""
         validate_parallel(mode)
         self.mode = mode
-        self.local_devices = jax.local_devices()
+        self.local_devices = list(devices) if devices is not None else jax.local_devices()
+        self.devices = list(devices) if devices is not None else jax.devices()
+        self._pmap_kw = {"devices": self.local_devices} if devices is not None else {}
         # pmap inputs: a leading axis over this process's devices
         self.local_sharding = NamedSharding(Mesh(np.asarray(self.local_devices), (AXIS,)),
                                             P(AXIS))  # = pmap output sharding
         if mode == "shard_map":
-            self.mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
+            self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
             self.replicated = NamedSharding(self.mesh, P())
             self.sharded = NamedSharding(self.mesh, P(AXIS))
 
     # -- compiled functions ------------------------------------------------------------
     def train_step(self, body):
         if self.mode == "pmap":
-            return jax.pmap(body, axis_name=AXIS, donate_argnums=(0,))
+            return jax.pmap(body, axis_name=AXIS, donate_argnums=(0,), **self._pmap_kw)
         f = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()),
                           check_vma=False)
         return jax.jit(f, donate_argnums=(0,))
 
     def eval_step(self, body):
         if self.mode == "pmap":
-            return jax.pmap(body, axis_name=AXIS)
+            return jax.pmap(body, axis_name=AXIS, **self._pmap_kw)
         f = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=P(),
                           check_vma=False)
         return jax.jit(f)
@@ -188,6 +200,26 @@ class Parallel:
             return jax.make_array_from_process_local_data(self.sharded, flat)
 
         return jax.tree_util.tree_map(put, batch)
+
+    def abstract(self, state_shapes, batch_shapes):
+        """ShapeDtypeStructs with the shapes and shardings put_state / put_batch give to a
+        host state and a process-local batch of these shapes (for ahead-of-time lowering)."""
+        def sds(x, shape, sharding):
+            return jax.ShapeDtypeStruct(shape, x.dtype, sharding=sharding)
+
+        n = len(self.local_devices)
+        if self.mode == "pmap":
+            state = jax.tree_util.tree_map(
+                lambda x: sds(x, (n,) + tuple(x.shape), self.local_sharding), state_shapes)
+            batch = jax.tree_util.tree_map(
+                lambda x: sds(x, tuple(x.shape), self.local_sharding), batch_shapes)
+            return state, batch
+        state = jax.tree_util.tree_map(lambda x: sds(x, tuple(x.shape), self.replicated),
+                                       state_shapes)
+        batch = jax.tree_util.tree_map(
+            lambda x: sds(x, (x.shape[0] * x.shape[1],) + tuple(x.shape[2:]), self.sharded),
+            batch_shapes)
+        return state, batch
 
     def get_metrics(self, metrics):
         """Replicated metrics -> host floats (a pmap shard is shape (1,), a shard_map one ())."""

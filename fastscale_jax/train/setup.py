@@ -1,0 +1,134 @@
+"""The set-up pieces of a run, one job each: validate the config, derive its sizes, build the
+optimizer and the compiled train / eval steps.
+
+    validate_config(config, num_devices=8)
+    sizes = run_sizes(config, num_train=50_000)
+    steps = build_steps(config, spec, sizes, Parallel("pmap"))
+    state, metrics = steps.train(state, batch)
+
+`fastscale_jax.timing` builds the steps it times with `build_steps` too, so the runtime a
+benchmark reports is that of the step training runs (one loss, one optimizer, one step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from fastscale_jax.train import checkpoint as ckpt_lib
+from fastscale_jax.train import losses, optim
+from fastscale_jax.train.step import validate_parallel
+
+
+def _validate_train(tcfg) -> None:
+    n = tcfg.get("num_train_steps")
+    if n is not None and n < 1:
+        raise ValueError(f"train.num_train_steps={n} must be >= 1 (or unset it: train.epochs "
+                         "then sets the run length)")
+    if n is None and not tcfg.epochs > 0:
+        raise ValueError(f"train.epochs={tcfg.epochs} must be > 0")
+    if not 0.0 <= float(tcfg.ema_decay) < 1.0:
+        raise ValueError(f"train.ema_decay={tcfg.ema_decay} must be in [0, 1) (0 = no EMA; "
+                         "e.g. 0.9999)")
+    for name in ("global_batch_size", "eval_batch_size"):
+        if tcfg.get(name) is not None and tcfg.get(name) < 1:
+            raise ValueError(f"train.{name}={tcfg.get(name)} must be >= 1")
+
+
+def validate_config(config, num_devices: int) -> None:
+    """ValueError naming the field and the fix for any train / optim / checkpoint / parallel
+    setting that cannot be honoured (batches must split over `num_devices`). The only place
+    these sections are validated: the builders below assume a validated config."""
+    optim.validate(config.optim)
+    losses.validate(config.train.loss)
+    validate_parallel(config.parallel)
+    ckpt_lib.validate(config.checkpoint)
+    _validate_train(config.train)
+    batch = int(config.train.global_batch_size)
+    for name, b in (("train.global_batch_size", batch),
+                    ("train.eval_batch_size", int(config.train.get("eval_batch_size") or batch))):
+        if b % num_devices:
+            lo = max(num_devices, b // num_devices * num_devices)
+            raise ValueError(f"{name}={b} is not divisible by the number of devices "
+                             f"({num_devices}); use a multiple, e.g. {lo}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """A run's derived sizes (steps count global batches; lr is the peak learning rate)."""
+    batch: int                  # global train batch (all devices of all processes)
+    eval_batch: int
+    num_train: int              # training images
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int                 # warmup steps
+    lr: float                   # optim.base_lr scaled to the batch (optim.peak_lr)
+    ckpt_every: int             # steps between checkpoints (= data-stream segment length)
+    eval_every: int | None      # steps between evaluations during training (None: at the end)
+
+
+def run_sizes(config, *, num_train: int, for_eval: bool = False) -> Sizes:
+    """The run's batch sizes, step counts, warmup and peak lr (computed here only)."""
+    tcfg = config.train
+    batch = int(tcfg.global_batch_size)
+    eval_batch = int(tcfg.get("eval_batch_size") or batch)
+    per_epoch = max(1, int(num_train) // batch)
+    if tcfg.get("num_train_steps") is not None:
+        total = int(tcfg.num_train_steps)
+    else:
+        total = max(1, int(round(tcfg.epochs * per_epoch)))
+    eval_epochs = float(tcfg.eval_every_epochs or 0)
+    return Sizes(
+        batch=batch, eval_batch=eval_batch, num_train=int(num_train), steps_per_epoch=per_epoch,
+        total_steps=total,
+        warmup=optim.warmup_steps(config.optim, per_epoch, None if for_eval else total),
+        lr=optim.peak_lr(config.optim, batch),
+        ckpt_every=max(1, int(config.checkpoint.every_steps)),
+        eval_every=max(1, int(round(eval_epochs * per_epoch))) if eval_epochs > 0 else None)
+
+
+def resolve_spec(config, num_classes: int, spec=None):
+    """The run's model spec (`spec`, else the config's), with the dataset's class count."""
+    from fastscale_jax import config as config_lib
+
+    spec = config_lib.resolve_spec(config) if spec is None else spec
+    if spec.num_classes == num_classes:
+        return spec
+    if config.model.get("num_classes") is not None:
+        raise ValueError(f"model.num_classes={spec.num_classes} but the dataset has "
+                         f"{num_classes} classes; set --config.model.num_classes={num_classes}")
+    return spec.replace(num_classes=int(num_classes))
+
+
+@dataclasses.dataclass
+class Steps:
+    """A run's model, optimizer and compiled steps (see fastscale_jax.train.step)."""
+    model: Any                  # eval-mode Flax module (also what create_state initialises)
+    schedule: Callable          # step -> learning rate
+    tx: Any                     # optax.GradientTransformation
+    train: Callable             # (state, batch) -> (state, metrics); state donated
+    eval: Callable              # (state, batch) -> summed eval metrics
+    grads: Callable             # (state, batch) -> (loss, grads, batch_stats): fwd + bwd only
+
+
+def build_steps(config, spec, sizes: Sizes, par) -> Steps:
+    """The model, schedule, optimizer and the train / eval / gradient steps compiled by `par`
+    (a step.Parallel) from the config's recipe (model.dtype / conv_impl, train.*, optim.*)."""
+    from fastscale_jax.models import build_model
+    from fastscale_jax.train import step as step_lib
+
+    kw = dict(dtype=config.model.dtype, conv_impl=config.model.conv_impl)
+    model = build_model(spec, **kw)
+    train_model = build_model(
+        spec, bn_axis_name=step_lib.AXIS if config.train.sync_bn else None, **kw)
+    schedule = optim.make_schedule(config.optim, lr=sizes.lr, total_steps=sizes.total_steps,
+                                   warmup=sizes.warmup)
+    tx = optim.make_optimizer(config.optim, schedule)
+    ema = float(config.train.ema_decay) > 0
+    return Steps(
+        model=model, schedule=schedule, tx=tx,
+        train=par.train_step(step_lib.make_train_body(train_model, tx, schedule, config.train,
+                                                      spec.num_classes)),
+        eval=par.eval_step(step_lib.make_eval_body(model, ema=ema)),
+        grads=par.eval_step(step_lib.make_grad_body(train_model, config.train,
+                                                    spec.num_classes)))
