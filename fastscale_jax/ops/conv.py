@@ -141,8 +141,8 @@ def ffi_convs_in(compiled) -> int:
     """How many convolution custom calls (oneDNN through jax.ffi) a compiled function makes.
 
     `compiled`: a jax `Compiled` or `Lowered` (its `as_text()` is read) or HLO / StableHLO
-    text. Each forward, input gradient and kernel gradient counts once (a conv in a train step
-    is usually 3). XLA's cost_analysis() counts no flops for custom calls, so a nonzero count
+    text. Each forward, input gradient and kernel gradient counts once (up to 3 per conv in a
+    train step; none for the input gradient of the first conv). XLA's cost_analysis() counts no flops for custom calls, so a nonzero count
     means its flop figure leaves these convolutions out. Only the CPU formulations emit them:
     on GPU/TPU (and with 'lax') the count is 0.
     """
@@ -151,8 +151,7 @@ def ffi_convs_in(compiled) -> int:
     text = compiled if isinstance(compiled, str) else compiled.as_text()
     if not text or not _cpu.ffi_targets:
         return 0
-    targets = _cpu.ffi_targets
-    names = "|".join(re.escape(t) for t in targets)
+    names = "|".join(re.escape(t) for t in _cpu.ffi_targets)
     pattern = rf'custom_call_target="(?:{names})"|custom_call @(?:{names})\b'
     return len(re.findall(pattern, text))
 
