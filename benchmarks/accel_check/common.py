@@ -89,7 +89,7 @@ def train_cfg(**kw) -> Cfg:
     c = Cfg(loss="ce", label_smoothing=0.0, bce_target_thresh=None, mixup_alpha=0.0,
             cutmix_alpha=0.0, mix_prob=1.0, mix_switch_prob=0.5, ema_decay=0.0,
             ema_warmup=True, sync_bn=False, global_batch_size=128, eval_batch_size=None,
-            epochs=1.0, num_train_steps=None, eval_every_epochs=0.0)
+            epochs=1.0, num_train_steps=None, eval_every_epochs=1.0)
     c.update(kw)
     return c
 

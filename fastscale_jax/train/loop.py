@@ -261,7 +261,7 @@ def _train(config, workdir: str, run: _Run, ckpt, par, steps: setup.Steps, state
                 if main and config.train.progress:
                     tqdm.write(f"first step (compilation) took {meter.compile_s:.1f} s")
             step += 1
-            bar.update()
+            bar.advance()
             ckpt.raise_if_failed()  # a failed async save: reported now, not later
             if guard.staged:  # the staged state's loss is in: check it, then write it
                 guard.check()
@@ -269,8 +269,8 @@ def _train(config, workdir: str, run: _Run, ckpt, par, steps: setup.Steps, state
                 guard.check()
                 avg = window.flush(par.get_metrics)
                 writer.write(step, "train", avg)
-                bar.update(loss=f"{avg['loss']:.3f}", lr=f"{avg['lr']:.3g}",
-                           img_s=f"{avg['images_per_s']:.0f}")
+                bar.show(loss=f"{avg['loss']:.3f}", lr=f"{avg['lr']:.3g}",
+                         img_s=f"{avg['images_per_s']:.0f}")
             if step % sz.ckpt_every == 0 or step == sz.total_steps:
                 guard.stage(step, state, par.get_state, now=step == sz.total_steps)
             if sz.eval_every and step % sz.eval_every == 0 and step != sz.total_steps:

@@ -32,11 +32,13 @@ class EpochBar:
                         initial=in_epoch, desc=f"epoch {step // self.per_epoch + 1}",
                         leave=True, disable=not self.enabled, dynamic_ncols=True)
 
-    def update(self, **postfix) -> None:
-        if postfix:
-            self.bar.set_postfix(**postfix)
-        else:
-            self.bar.update(1)
+    def advance(self) -> None:
+        """One step done."""
+        self.bar.update(1)
+
+    def show(self, **values) -> None:
+        """Values shown after the bar (loss, lr, images/s)."""
+        self.bar.set_postfix(**values)
 
     def close(self) -> None:
         if self.bar is not None:
