@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     """Defaults shared by all experiments; each configs/*.py changes what it needs."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.host_malloc = "auto"   # CPU runs: glibc keeps freed memory (fastscale_jax.hostmem); auto|on|off
+    c.host_malloc = "auto"   # CPU runs: glibc keeps freed memory (fastscale_jax.cpu.hostmem); auto|on|off
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "RegNetZ-500MF"

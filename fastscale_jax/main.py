@@ -69,7 +69,7 @@ def _remove_if_no_files(workdir: str) -> None:
 
 
 def tune_host_malloc(config, mode: str) -> str:
-    """Apply `fastscale_jax.hostmem.tune_for_cpu()` for this run per config.host_malloc
+    """Apply `fastscale_jax.cpu.hostmem.tune_for_cpu()` for this run per config.host_malloc
     ('auto' | 'on' | 'off'); must run before JAX starts. Returns a one-line description.
 
     'auto' applies it for train/eval/benchmark runs whose per-step activations reach
