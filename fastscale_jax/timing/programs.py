@@ -35,6 +35,15 @@ def check_resolution(spec, resolution: int) -> int:
     return int(resolution)
 
 
+def _or_base(config):
+    """`config`, or fastscale_jax.config.base_config() when None."""
+    if config is not None:
+        return config
+    from fastscale_jax.config import base_config
+
+    return base_config()
+
+
 def timing_settings(config=None, **overrides) -> dict:
     """The timing settings, resolved and validated: every config.timing field (defaults:
     fastscale_jax.config.base_config, the one place they are written) replaced by keyword
@@ -44,10 +53,7 @@ def timing_settings(config=None, **overrides) -> dict:
 
     from fastscale_jax.models import resolve_dtype
 
-    if config is None:
-        from fastscale_jax.config import base_config
-
-        config = base_config()
+    config = _or_base(config)
     s = {k: config.timing[k] for k in config.timing.keys()}
     s.update(conv_impl=config.model.conv_impl, seed=int(config.seed))
     bad = sorted(set(overrides) - set(s))
@@ -80,17 +86,13 @@ def _recipe(config, s: dict):
     timing.batch_size, model.dtype and conv_impl as resolved."""
     import copy
 
-    if config is None:
-        from fastscale_jax.config import base_config
-
-        config = base_config()
-    cfg = copy.deepcopy(config)
+    cfg = copy.deepcopy(_or_base(config))
     cfg.train["global_batch_size"] = cfg.train["eval_batch_size"] = s["batch_size"]
     cfg.model["dtype"], cfg.model["conv_impl"] = s["dtype"], s["conv_impl"]
     return cfg
 
 
-def host_state(steps, config, resolution: int, seed: int):
+def host_state(steps, resolution: int, seed: int):
     """A TrainState of random host values (host_init) with the optimizer's initial state."""
     import jax
 
@@ -98,7 +100,7 @@ def host_state(steps, config, resolution: int, seed: int):
 
     variables = host_init(steps.model, resolution, seed)
     params, stats = variables["params"], variables.get("batch_stats", {})
-    ema = {"params": params, "batch_stats": stats} if float(config.train.ema_decay) > 0 else {}
+    ema = {"params": params, "batch_stats": stats} if steps.ema else {}
     return TrainState(step=np.zeros((), np.int32), params=params, batch_stats=stats,
                       opt_state=jax.device_get(jax.jit(steps.tx.init)(params)), ema=ema,
                       rng=np.asarray(jax.random.PRNGKey(seed + 1)))
@@ -174,7 +176,7 @@ def lower(spec, mode: str = "train_step", config=None, **overrides):
     s, spec, cfg, par, steps = timed_steps(spec, config, **overrides)
     if mode not in MODES:
         raise ValueError(f"unknown timing mode {mode!r}; valid: {MODES}")
-    r, ema = spec.resolution, float(cfg.train.ema_decay) > 0
+    r = spec.resolution
 
     def init():
         x = jnp.zeros((1, r, r, 3), jnp.float32)
@@ -182,7 +184,7 @@ def lower(spec, mode: str = "train_step", config=None, **overrides):
         p, b = v["params"], v.get("batch_stats", {})
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, batch_stats=b,
                           opt_state=steps.tx.init(p), rng=jax.random.PRNGKey(0),
-                          ema={"params": p, "batch_stats": b} if ema else {})
+                          ema={"params": p, "batch_stats": b} if steps.ema else {})
 
     d, b = s["num_devices"], s["batch_size"] // s["num_devices"]
     batch = {"image": jax.ShapeDtypeStruct((d, b, r, r, 3), np.float32),

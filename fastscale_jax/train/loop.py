@@ -115,7 +115,7 @@ def _initial_state(config, run: _Run, steps: setup.Steps, par, latest, tree):
     from fastscale_jax.train.state import create_state
 
     state = create_state(steps.model, steps.tx, image_size=int(run.spec.resolution),
-                         seed=int(config.seed), ema=float(config.train.ema_decay) > 0)
+                         seed=int(config.seed), ema=steps.ema)
     if latest is not None:
         state = ckpt_lib.state_from_tree(state, tree, latest)
     return par.put_state(state)
@@ -134,18 +134,18 @@ def _train_stream(config, run: _Run, step: int):
         seed=_stream_seed(config.data.seed, start), skip_batches=step - start))
 
 
-def _evaluate(config, run: _Run, par, eval_step, state) -> dict:
+def _evaluate(config, run: _Run, par, steps: setup.Steps, state) -> dict:
     """top1 / top5 / loss (and ema_*) over the eval split, each example counted once."""
     it = run.data.eval_iterator(config.data, global_batch_size=run.sizes.eval_batch,
                                 image_size=int(run.spec.resolution))
     total = None
     for batch in it:
-        out = par.get_metrics(eval_step(state, par.put_batch(batch)))
+        out = par.get_metrics(steps.eval(state, par.put_batch(batch)))
         total = out if total is None else {k: total[k] + out[k] for k in total}
     if not total or total["count"] == 0:
         raise ValueError("the eval split is empty")
     n = total["count"]
-    prefixes = ("", "ema_") if float(config.train.ema_decay) > 0 else ("",)
+    prefixes = ("", "ema_") if steps.ema else ("",)
     return {"count": n, **{p + k: total[p + k] / n for p in prefixes
                            for k in ("top1", "top5", "loss")}}
 
@@ -275,7 +275,7 @@ def _train(config, workdir: str, run: _Run, ckpt, par, steps: setup.Steps, state
                 guard.stage(step, state, par.get_state, now=step == sz.total_steps)
             if sz.eval_every and step % sz.eval_every == 0 and step != sz.total_steps:
                 t = time.time()
-                res = _evaluate(config, run, par, steps.eval, state)
+                res = _evaluate(config, run, par, steps, state)
                 writer.write(step, "eval", res)
                 if main:
                     tqdm.write(f"step {step}: eval {_fmt(res)}")
@@ -293,7 +293,7 @@ def _train(config, workdir: str, run: _Run, ckpt, par, steps: setup.Steps, state
         meter.t_end = time.time()
         if guard.last_saved != step:
             guard.stage(step, state, par.get_state, now=True)
-        result = _evaluate(config, run, par, steps.eval, state)
+        result = _evaluate(config, run, par, steps, state)
         writer.write(step, "eval", result)
     return dict(result, step=step, train_time_s=time.time() - meter.t_start,
                 losses=guard.losses, **meter.summary())
@@ -325,7 +325,7 @@ def evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
         par = Parallel(config.parallel)
         steps = setup.build_steps(config, run.spec, run.sizes, par)
         state = _initial_state(config, run, steps, par, latest, tree)
-        res = _evaluate(config, run, par, steps.eval, state)
+        res = _evaluate(config, run, par, steps, state)
     if run.is_main:
         print(f"checkpoint step {latest}: eval {_fmt(res)}")
         with open(os.path.join(workdir, "eval_results.json"), "w") as f:

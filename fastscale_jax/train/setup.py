@@ -109,6 +109,7 @@ class Steps:
     train: Callable             # (state, batch) -> (state, metrics); state donated
     eval: Callable              # (state, batch) -> summed eval metrics
     grads: Callable             # (state, batch) -> (loss, grads, batch_stats): fwd + bwd only
+    ema: bool                   # the state carries EMA weights (train.ema_decay > 0)
 
 
 def build_steps(config, spec, sizes: Sizes, par) -> Steps:
@@ -126,7 +127,7 @@ def build_steps(config, spec, sizes: Sizes, par) -> Steps:
     tx = optim.make_optimizer(config.optim, schedule)
     ema = float(config.train.ema_decay) > 0
     return Steps(
-        model=model, schedule=schedule, tx=tx,
+        model=model, schedule=schedule, tx=tx, ema=ema,
         train=par.train_step(step_lib.make_train_body(train_model, tx, schedule, config.train,
                                                       spec.num_classes)),
         eval=par.eval_step(step_lib.make_eval_body(model, ema=ema)),
