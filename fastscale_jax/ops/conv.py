@@ -142,8 +142,9 @@ def ffi_convs_in(compiled) -> int:
 
     `compiled`: a jax `Compiled` or `Lowered` (its `as_text()` is read) or HLO / StableHLO
     text. Each forward, input gradient and kernel gradient counts once (up to 3 per conv in a
-    train step; none for the input gradient of the first conv). XLA's cost_analysis() counts no flops for custom calls, so a nonzero count
-    means its flop figure leaves these convolutions out. Only the CPU formulations emit them:
+    train step; none for the input gradient of the first conv). XLA's cost_analysis() counts
+    no flops for custom calls, so a nonzero count means its flop figure leaves these
+    convolutions out. Only the CPU formulations emit them:
     on GPU/TPU (and with 'lax') the count is 0.
     """
     if _cpu is None:  # nothing resolved to a CPU formulation in this process: no FFI convs
