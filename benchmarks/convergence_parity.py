@@ -12,7 +12,7 @@ GROUP_W 8, SE on (SE_R 0.25), STEM_W 32, STEM_TYPE res_stem_cifar; 10 classes, 3
 of depths (1, 1, 3, 3) and widths (16, 32, 64, 128), 3.6 MF, 0.20M params, 97k acts; small
 because pycls's grouped convs on a 2-core CPU take ~0.9 CPU-s per batch of 128 even at this
 size) and the same spec in ours
-(fastscale_jax.specs.regnet_spec); flops, params and acts are compared before training and
+(fastscale_jax.regnet_spec); flops, params and acts are compared before training and
 the script stops if they differ.
 
 Recipe, the same on both sides (per step on both sides):
@@ -133,7 +133,7 @@ def pycls_complexity(args) -> dict:
 
 
 def our_spec(args):
-    from fastscale_jax.specs import regnet_spec
+    from fastscale_jax import regnet_spec
 
     return regnet_spec("RegNetY-parity" if not args.no_se else "RegNetX-parity",
                        w_a=args.wa, w_0=args.w0, w_m=args.wm, depth=args.depth,

@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_spec():
-    from fastscale_jax.specs import AnyNetSpec
+    from fastscale_jax import AnyNetSpec
 
     return AnyNetSpec(name="drill-tiny", stem_type="res_stem_cifar", stem_w=8,
                       block_type="res_bottleneck_block", depths=(1, 1), widths=(16, 32),

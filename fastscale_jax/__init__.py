@@ -12,8 +12,9 @@ Importing this package never imports tensorflow (only fastscale_jax.data does, l
 from fastscale_jax.complexity import complexity
 from fastscale_jax.scaling import (ScaleResult, scale, scale_to, scaling_exponents,
                                    theoretical_growth)
-from fastscale_jax.specs import (AnyNetSpec, EffNetSpec, adjust_block_compatibility,
-                                 generate_regnet, regnet_spec)
+from fastscale_jax.families.anynet import AnyNetSpec, generate_regnet, regnet_spec
+from fastscale_jax.families.effnet import EffNetSpec
+from fastscale_jax.specs import adjust_block_compatibility
 from fastscale_jax.zoo import canonical_name, get_model_spec, list_models
 
 __version__ = "0.1.0"
@@ -31,7 +32,7 @@ def __getattr__(name):  # lazy submodules that import jax / flax / torch-free co
 
     if name == "configs":
         return _configs()
-    if name in ("models", "convert", "timing", "ops", "train", "data", "cpu"):
+    if name in ("models", "convert", "timing", "ops", "train", "data", "cpu", "families", "errors"):
         return importlib.import_module(f"fastscale_jax.{name}")
     raise AttributeError(f"module 'fastscale_jax' has no attribute {name!r}")
 

@@ -158,7 +158,7 @@ def spec_overrides(config) -> dict:
             if _get(config, f"model.{f}") is not None}
 
 
-def _apply_overrides(spec, overrides: dict):
+def apply_overrides(spec, overrides: dict):
     valid = set(spec.__dataclass_fields__)
     unknown = sorted(set(overrides) - valid)
     if unknown:
@@ -191,7 +191,7 @@ def resolve_spec(config):
             spec = scale(spec, factor, kind, alpha=alpha)
         else:
             spec = scale_to(spec, flops, kind, alpha=alpha).spec
-    return _apply_overrides(spec, spec_overrides(config))
+    return apply_overrides(spec, spec_overrides(config))
 
 
 def resolve_family(config) -> list[tuple[dict, object]]:
@@ -203,7 +203,7 @@ def resolve_family(config) -> list[tuple[dict, object]]:
     overrides = spec_overrides(config)
     if models:
         return [({"model": m, "kind": "zoo", "factor": 1.0},
-                 _apply_overrides(get_model_spec(m), overrides)) for m in models]
+                 apply_overrides(get_model_spec(m), overrides)) for m in models]
     if not base:
         spec = resolve_spec(config)
         return [({"model": spec.name, "kind": _get(config, "scaling.kind") or "none",
@@ -222,7 +222,7 @@ def resolve_family(config) -> list[tuple[dict, object]]:
     for label, kw in [(k, {"kind": k}) for k in kinds] + [
             (f"alpha={a:.3g}", {"alpha": a}) for a in alphas]:
         for f in factors:
-            spec = _apply_overrides(scale(base_spec, f, kw.get("kind"), alpha=kw.get("alpha")),
+            spec = apply_overrides(scale(base_spec, f, kw.get("kind"), alpha=kw.get("alpha")),
                                     overrides)
             out.append(({"model": spec.name, "kind": label, "factor": float(f),
                          "alpha": kw.get("alpha")}, spec))

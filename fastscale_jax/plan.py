@@ -1,23 +1,30 @@
-"""The per-layer plan of a spec: every layer of the network, in order, as plain data (no jax).
+"""The per-layer plan of a spec, as plain data (no jax): its op kinds and parts, and the part
+builders the model families share.
 
-`layer_plan(spec)` is the one place that says which layers a network has. The Flax modules
-(`fastscale_jax.models`) interpret it, the analytic complexity counts it, the checkpoint
-converter names its weights from it, and `total_stride` multiplies its strides, so none of
-them can disagree on a layer.
+`fastscale_jax.families.layer_plan(spec)` is the one place that says which layers a network
+has: the spec's family (one module under fastscale_jax/families/) lists its parts with the
+builders here. The Flax modules (`fastscale_jax.models`) interpret the plan, the analytic
+complexity counts it, the checkpoint converter names its weights from it, and `total_stride`
+multiplies its strides, so none of them can disagree on a layer.
 
-A plan is a list of `Part`s: the stem, every block of `specs.block_plan(spec)`, the head. A
-part applies its `ops` in order (inside the sub-module `branch` when set: AnyNet blocks keep
-their residual branch under 'f', as pycls does). A residual part then adds its input, passed
-through its `shortcut` ops (1x1 projection + BN) when there are any, with stochastic depth
-`drop_rate` on the branch, and applies `post_act`. Ops name their Flax module path, e.g.
-('s1_b1', 'f', 'a'); widths are channels, kernel and stride are pixels.
+A plan is a list of `Part`s: the stem, every block, the head. A part applies its `ops` in order
+(inside the sub-module `branch` when set: AnyNet blocks keep their residual branch under 'f', as
+pycls does). A residual part then adds its input, passed through its `shortcut` ops (1x1
+projection + BN) when there are any, with stochastic depth `drop_rate` on the branch, and
+applies `post_act`. Ops name their Flax module path, e.g. ('s1_b1', 'f', 'a'); widths are
+channels, kernel and stride are pixels.
+
+Op kinds: ConvOp, BNOp, MaxPoolOp, SEOp, PoolOp, DropoutOp, LinearOp. Every consumer dispatches
+on the op's type through one table (`models.network.APPLY`, `complexity.COUNT`) and asks the op
+itself for its weights (`op.weights()`) and its stride; a new op kind is a class here plus one
+entry in each table (tests/test_plan.py checks that every table covers every kind).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-from fastscale_jax.specs import Block, Spec, block_plan
+from fastscale_jax.specs import Block
 
 
 class ConvOp(NamedTuple):
@@ -31,6 +38,9 @@ class ConvOp(NamedTuple):
     groups: int = 1
     bias: bool = False
 
+    def weights(self) -> list[tuple]:
+        return [(self.path, "conv_b" if self.bias else "conv")]
+
 
 class BNOp(NamedTuple):
     """BatchNorm over `channels`, then activation `act` (None = none); zero_init: gamma = 0."""
@@ -39,6 +49,10 @@ class BNOp(NamedTuple):
     channels: int
     act: Optional[str] = None
     zero_init: bool = False
+    stride = 1
+
+    def weights(self) -> list[tuple]:
+        return [(self.path, "bn")]
 
 
 class MaxPoolOp(NamedTuple):
@@ -48,6 +62,9 @@ class MaxPoolOp(NamedTuple):
     kernel: int = 3
     stride: int = 2
 
+    def weights(self) -> list[tuple]:
+        return []
+
 
 class SEOp(NamedTuple):
     """Squeeze-and-excitation: x * sigmoid(expand(act(reduce(mean_hw(x))))), 1x1 convs with bias."""
@@ -56,16 +73,28 @@ class SEOp(NamedTuple):
     reduce: ConvOp
     expand: ConvOp
     act: str
+    stride = 1
+
+    def weights(self) -> list[tuple]:
+        return self.reduce.weights() + self.expand.weights()
 
 
 class PoolOp(NamedTuple):
     """Global average pool to a vector of `channels`."""
 
     channels: int
+    stride = 1
+
+    def weights(self) -> list[tuple]:
+        return []
 
 
 class DropoutOp(NamedTuple):
     rate: float
+    stride = 1
+
+    def weights(self) -> list[tuple]:
+        return []
 
 
 class LinearOp(NamedTuple):
@@ -74,6 +103,13 @@ class LinearOp(NamedTuple):
     path: tuple
     w_in: int
     w_out: int
+    stride = 1
+
+    def weights(self) -> list[tuple]:
+        return [(self.path, "linear")]
+
+
+OP_KINDS = (ConvOp, BNOp, MaxPoolOp, SEOp, PoolOp, DropoutOp, LinearOp)
 
 
 class Part(NamedTuple):
@@ -89,114 +125,54 @@ class Part(NamedTuple):
     block: Optional[Block] = None   # the block this part builds (None: stem, head)
 
 
-_STEMS = {"simple_stem_in": (3, 2), "res_stem_in": (7, 2), "res_stem_cifar": (3, 1)}
-
-
-def _stem(spec) -> Part:
-    stem_type = "simple_stem_in" if spec.family == "effnet" else spec.stem_type
-    k, s = _STEMS[stem_type]
-    ops = [ConvOp(("stem", "conv"), 3, spec.stem_w, k, s),
-           BNOp(("stem", "bn"), spec.stem_w, spec.activation)]
-    if stem_type == "res_stem_in":
-        ops.append(MaxPoolOp(spec.stem_w))
-    return Part(("stem",), tuple(ops))
-
-
-def _se(path, w, w_se, act) -> SEOp:
-    return SEOp(path, ConvOp((*path, "reduce"), w, w_se, bias=True),
-                ConvOp((*path, "expand"), w_se, w, bias=True), act)
-
-
-def _anynet_block(spec, b: Block) -> Part:
-    """Vanilla/basic: 3x3, 3x3; bottleneck: 1x1, kxk grouped [+SE], 1x1; shortcut 1x1 proj + BN."""
-    p = (f"s{b.stage}_b{b.index}",)
-    f, bt, act = (*p, "f"), spec.block_type, spec.activation
-    zero = spec.zero_init_last_bn and bt != "vanilla_block"
-    if bt in ("vanilla_block", "res_basic_block"):
-        ops = [ConvOp((*f, "a"), b.w_in, b.w_out, b.kernel, b.stride), BNOp((*f, "a_bn"), b.w_out, act),
-               ConvOp((*f, "b"), b.w_out, b.w_out, b.kernel),
-               BNOp((*f, "b_bn"), b.w_out, act if bt == "vanilla_block" else None, zero)]
-    else:
-        ops = [ConvOp((*f, "a"), b.w_in, b.w_b), BNOp((*f, "a_bn"), b.w_b, act),
-               ConvOp((*f, "b"), b.w_b, b.w_b, b.kernel, b.stride, b.groups),
-               BNOp((*f, "b_bn"), b.w_b, act)]
-        if b.w_se:
-            ops.append(_se((*f, "se"), b.w_b, b.w_se, act))
-        ops += [ConvOp((*f, "c"), b.w_b, b.w_out), BNOp((*f, "c_bn"), b.w_out, None, zero)]
-    shortcut = ((ConvOp((*p, "proj"), b.w_in, b.w_out, 1, b.stride), BNOp((*p, "bn"), b.w_out))
-                if b.proj else ())
-    # RegNetZ's linear blocks have no activation after the add.
-    post = act if b.residual and bt != "res_bottleneck_linear_block" else None
-    return Part(p, tuple(ops), "f", shortcut, b.residual, post, b.drop_rate, b)
-
-
-def _mbconv(spec, b: Block) -> Part:
-    """[1x1 expand], kxk depthwise, [SE], 1x1 linear projection; identity shortcut."""
-    p, act = (f"s{b.stage}_b{b.index}",), spec.activation
-    ops = []
-    if b.w_b != b.w_in:
-        ops += [ConvOp((*p, "exp"), b.w_in, b.w_b), BNOp((*p, "exp_bn"), b.w_b, act)]
-    ops += [ConvOp((*p, "dwise"), b.w_b, b.w_b, b.kernel, b.stride, b.groups),
-            BNOp((*p, "dwise_bn"), b.w_b, act)]
-    if b.w_se:
-        ops.append(_se((*p, "se"), b.w_b, b.w_se, act))
-    ops += [ConvOp((*p, "lin_proj"), b.w_b, b.w_out), BNOp((*p, "lin_proj_bn"), b.w_out)]
-    return Part(p, tuple(ops), None, (), b.residual, None, b.drop_rate, b)
-
-
-def _head(spec) -> Part:
-    """[1x1 conv, BN + act], global average pool, [dropout], fc."""
-    w, ops = spec.widths[-1], []
-    if spec.head_w > 0:
-        bn = "conv_bn" if spec.family == "effnet" else "bn"
-        ops += [ConvOp(("head", "conv"), w, spec.head_w),
-                BNOp(("head", bn), spec.head_w, spec.activation)]
-        w = spec.head_w
-    ops.append(PoolOp(w))
-    if getattr(spec, "dropout", 0.0) > 0:
-        ops.append(DropoutOp(spec.dropout))
-    ops.append(LinearOp(("head", "fc"), w, spec.num_classes))
-    return Part(("head",), tuple(ops))
-
-
-def layer_plan(spec: Spec) -> list[Part]:
-    """Every part of `spec` in order: stem, blocks s1_b1, s1_b2, ..., head."""
-    if getattr(spec, "family", None) not in ("anynet", "effnet"):
-        raise ValueError(f"expected an AnyNetSpec or EffNetSpec, got {type(spec).__name__}")
-    block = _anynet_block if spec.family == "anynet" else _mbconv
-    return [_stem(spec), *(block(spec, b) for b in block_plan(spec)), _head(spec)]
-
-
-def _op_weights(op) -> list[tuple]:
-    if isinstance(op, ConvOp):
-        return [(op.path, "conv_b" if op.bias else "conv")]
-    if isinstance(op, BNOp):
-        return [(op.path, "bn")]
-    if isinstance(op, SEOp):
-        return _op_weights(op.reduce) + _op_weights(op.expand)
-    if isinstance(op, LinearOp):
-        return [(op.path, "linear")]
-    return []
-
-
 def part_weights(part: Part, shortcut_first: bool = True) -> list[tuple]:
     """(Flax module path, kind) of every weight-holding layer of `part`; kinds 'conv',
     'conv_b' (conv with bias), 'bn', 'linear'. The shortcut comes first (pycls's order) or last."""
     ops = part.shortcut + part.ops if shortcut_first else part.ops + part.shortcut
-    return [w for op in ops for w in _op_weights(op)]
+    return [w for op in ops for w in op.weights()]
 
 
-def weight_layers(spec: Spec) -> list[tuple]:
-    """(Flax module path, kind) of every weight-holding layer of `spec`, in pycls's order."""
-    return [w for part in layer_plan(spec) for w in part_weights(part)]
-
-
-def total_stride(spec: Spec) -> int:
-    """Downsampling factor of the whole network: the product of the strides along the main
-    path (stem conv, stem max-pool, every block's strided conv)."""
+def plan_stride(parts) -> int:
+    """Downsampling factor of a plan: the product of the strides along the main path (stem
+    conv, stem max-pool, every block's strided conv)."""
     s = 1
-    for part in layer_plan(spec):
+    for part in parts:
         for op in part.ops:
-            if isinstance(op, (ConvOp, MaxPoolOp)):
-                s *= op.stride
+            s *= op.stride
     return s
+
+
+# ------------------------------------------------------------------------------------
+# Part builders the families share.
+
+# stem type: (kernel, stride, max-pool after the conv)
+STEMS = {"simple_stem_in": (3, 2, False), "res_stem_in": (7, 2, True),
+         "res_stem_cifar": (3, 1, False)}
+
+
+def stem_part(stem_type: str, w: int, act: str) -> Part:
+    """kxk conv 3 -> w, BN + act [, 3x3 max-pool]: pycls's stems (EfficientNets: simple)."""
+    k, s, pool = STEMS[stem_type]
+    ops = [ConvOp(("stem", "conv"), 3, w, k, s), BNOp(("stem", "bn"), w, act)]
+    if pool:
+        ops.append(MaxPoolOp(w))
+    return Part(("stem",), tuple(ops))
+
+
+def se_op(path: tuple, w: int, w_se: int, act: str) -> SEOp:
+    return SEOp(path, ConvOp((*path, "reduce"), w, w_se, bias=True),
+                ConvOp((*path, "expand"), w_se, w, bias=True), act)
+
+
+def head_part(w_in: int, head_w: int, num_classes: int, act: str, *, bn_name: str = "bn",
+              dropout: float = 0.0) -> Part:
+    """[1x1 conv w_in -> head_w, BN + act], global average pool, [dropout], fc."""
+    w, ops = w_in, []
+    if head_w > 0:
+        ops += [ConvOp(("head", "conv"), w, head_w), BNOp(("head", bn_name), head_w, act)]
+        w = head_w
+    ops.append(PoolOp(w))
+    if dropout > 0:
+        ops.append(DropoutOp(dropout))
+    ops.append(LinearOp(("head", "fc"), w, num_classes))
+    return Part(("head",), tuple(ops))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from fastscale_jax.complexity import complexity
+from fastscale_jax.families import family_of
 from fastscale_jax.scaling import theoretical_growth
 
 
@@ -38,11 +39,7 @@ def model_table(spec, show_test: bool = True) -> str:
         i = int(p["name"][1:]) - 1 if p["name"].startswith("s") and p["name"] != "stem" else None
         desc = ""
         if i is not None:
-            desc = f"d={spec.depths[i]} w={spec.widths[i]} s={spec.strides[i]}"
-            if spec.family == "anynet":
-                desc += f" b={spec.bot_muls[i]:g} g={spec.group_widths[i]}"
-            else:
-                desc += f" e={spec.exp_ratios[i]:g} k={spec.kernels[i]}"
+            desc = family_of(spec).stage_config(spec, i)
         elif p["name"] == "stem":
             desc = f"w={spec.stem_w}"
         else:

@@ -9,7 +9,19 @@ import fastscale_jax as fs
 from conftest import SHARED, read_csv
 
 
+def _changes_nothing(r) -> bool:
+    """pycls scales EfficientNets by 'g' into the unchanged model; we refuse that kind."""
+    return r["model"].startswith("EfficientNet") and set(r["scaling_type"]) <= set("g")
+
+
 def _check_row(r):
+    if _changes_nothing(r):
+        base = fs.get_model_spec(r["model"])
+        assert ast.literal_eval(r["widths"]) == list(base.widths)  # pycls: nothing changed
+        assert ast.literal_eval(r["depths"]) == list(base.depths)
+        with pytest.raises(fs.errors.ConfigError, match="changes nothing"):
+            fs.scale(base, float(r["scaling_factor"]), r["scaling_type"])
+        return
     spec = fs.scale(fs.get_model_spec(r["model"]), float(r["scaling_factor"]), r["scaling_type"])
     cx = fs.complexity(spec)
     where = f"{r['model']} {r['scaling_type']} x{r['scaling_factor']}"

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import fastscale_jax as fs
-from fastscale_jax.specs import AnyNetSpec, EffNetSpec, adjust_block_compatibility, generate_regnet
+from fastscale_jax import AnyNetSpec, EffNetSpec, adjust_block_compatibility, generate_regnet
 
 
 def test_import_does_not_pull_tensorflow_or_torch():

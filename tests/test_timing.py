@@ -13,7 +13,7 @@ import pytest
 
 import fastscale_jax as fs
 from fastscale_jax import config as config_lib
-from fastscale_jax.specs import AnyNetSpec
+from fastscale_jax import AnyNetSpec
 from fastscale_jax.timing import check_resolution, fit_runtime, pearson_r, time_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -131,7 +131,7 @@ def test_multi_device_sharding_and_divisibility():
     # a fresh process with 2 fake CPU devices (XLA flags must be set before jax starts)
     code = textwrap.dedent("""
         import math
-        from fastscale_jax.specs import AnyNetSpec
+        from fastscale_jax import AnyNetSpec
         from fastscale_jax.timing import time_model
         spec = AnyNetSpec(name="Tiny", stem_type="simple_stem_in", stem_w=8,
                           block_type="res_bottleneck_block", depths=(1,), widths=(16,),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastscale_jax.config import base_config
-from fastscale_jax.specs import AnyNetSpec
+from fastscale_jax import AnyNetSpec
 from fastscale_jax.train import NonFiniteLossError, evaluate, train_and_evaluate
 from fastscale_jax.train import checkpoint as ckpt_lib
 

@@ -14,7 +14,7 @@ Command line (see `python -m fastscale_jax.convert --help`):
     python -m fastscale_jax.convert --source pycls --model RegNetY-800MF CKPT.pyth OUT_DIR
 
 Every tensor of the state dict must be used exactly once (`num_batches_tracked` is ignored) and
-every shape must match the Flax model's; otherwise a ValueError names the offending tensors.
+every shape must match the Flax model's; otherwise a ConfigError names the offending tensors.
 Conv kernels are transposed OIHW -> HWIO, linear weights [out, in] -> [in, out].
 
 Inputs differ by source: pycls networks were trained on BGR images, timm networks on RGB
@@ -24,16 +24,15 @@ checkpoint (.pyth / .pth) does.
 
 from __future__ import annotations
 
-import functools
-
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from fastscale_jax.convert.arrays import as_numpy, expected_shapes
 from fastscale_jax.convert.checkpoint_io import (FORMAT, load_converted, read_checkpoint,
                                                  read_converted_meta, save_converted,
                                                  spec_from_dict)
 from fastscale_jax.convert.mapping import SOURCES, layer_table, tensor_table, to_flax, to_torch_shape
+from fastscale_jax.convert.preprocessing import preprocessing_for
+from fastscale_jax.errors import ConfigError
 
 __all__ = ["FORMAT", "SOURCES", "expected_shapes", "from_pycls", "from_state_dict", "from_timm",
            "layer_table", "load_converted", "preprocessing_for", "read_checkpoint",
@@ -41,82 +40,6 @@ __all__ = ["FORMAT", "SOURCES", "expected_shapes", "from_pycls", "from_state_dic
 
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 _MAX_LISTED = 25
-
-# ImageNet statistics in R, G, B order, 0-255 units (fb.resnet.torch; used by pycls and timm).
-IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
-IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
-
-
-def preprocessing_for(source: str, spec=None, **overrides) -> dict:
-    """The input the `source` weights expect, in the data config's terms.
-
-    Returns {'channel_order': 'BGR' | 'RGB', 'mean': (R, G, B), 'std': (R, G, B)} with mean and
-    std in 0-255 units, always listed in R, G, B order (data.mean / data.std), plus
-    'crop_ratio' (eval: resize the short side to image_size / crop_ratio, center-crop).
-
-    pycls loads images with OpenCV (BGR), normalises with the ImageNet mean/std and feeds BGR;
-    its eval resizes to TEST.IM_SIZE and crops TRAIN.IM_SIZE, so with a spec crop_ratio is
-    spec.resolution / spec.test_resolution (0.875 for 224/256). timm feeds RGB with the same
-    ImageNet statistics for its RegNets/ResNets/EfficientNets and a model-specific crop_pct
-    (0.875 by default; e.g. 0.95 for regnetz_005): pass crop_ratio=... (and mean/std for models
-    trained with other statistics) as overrides.
-    """
-    if source not in SOURCES:
-        raise ValueError(f"unknown checkpoint source {source!r}; valid: {SOURCES}")
-    crop = 0.875
-    if source == "pycls" and spec is not None:
-        crop = float(spec.resolution) / float(spec.test_resolution)
-    prep = {"channel_order": "BGR" if source == "pycls" else "RGB",
-            "mean": IMAGENET_MEAN_RGB, "std": IMAGENET_STD_RGB, "crop_ratio": crop}
-    unknown = set(overrides) - set(prep)
-    if unknown:
-        raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; valid: {sorted(prep)}")
-    prep.update(overrides)
-    prep["mean"], prep["std"] = tuple(map(float, prep["mean"])), tuple(map(float, prep["std"]))
-    if prep["channel_order"] not in ("RGB", "BGR"):
-        raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {prep['channel_order']!r}")
-    return prep
-
-
-def expected_shapes(spec) -> dict:
-    """{(collection, *module path, leaf): shape} of the Flax variables of build_model(spec)."""
-    return dict(_expected_shapes(spec))
-
-
-@functools.lru_cache(maxsize=32)
-def _expected_shapes(spec) -> tuple:
-    from fastscale_jax.models import build_model
-
-    model = build_model(spec)
-    r = int(spec.resolution)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                               jnp.zeros((1, r, r, 3), jnp.float32), train=False))
-    flat = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
-        flat[tuple(k.key for k in path)] = tuple(leaf.shape)
-    return tuple(flat.items())
-
-
-def _as_numpy(value, name):
-    if isinstance(value, np.ndarray):
-        arr = value
-    elif hasattr(value, "detach"):  # torch.Tensor, without importing torch
-        t = value.detach().cpu()
-        if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
-            t = t.float()
-        arr = t.numpy()
-    else:
-        try:
-            arr = np.asarray(value)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"state dict entry {name!r} is not an array ({type(value).__name__})") from e
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"state dict entry {name!r} is not a numeric array (dtype {arr.dtype})")
-    bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
-    if bad:
-        raise ValueError(f"state dict entry {name!r} has {bad} NaN / inf value(s) of {arr.size}; "
-                         "the checkpoint is corrupt or was saved from a diverged run: use another")
-    return arr
 
 
 def _listing(names):
@@ -137,11 +60,11 @@ def from_state_dict(state_dict, spec, source: str) -> dict:
     """Flax variables {'params', 'batch_stats'} of build_model(spec) from a `source` state dict.
 
     state_dict: mapping name -> torch.Tensor or numpy array (a pycls 'model_state' or a timm
-    state dict). Raises ValueError naming the first tensor whose shape differs from the model's
+    state dict). Raises ConfigError naming the first tensor whose shape differs from the model's
     (with both shapes), or listing the tensors the model lacks and the ones nobody used.
     """
     if not hasattr(state_dict, "items"):
-        raise ValueError(f"expected a state dict (name -> tensor), got {type(state_dict).__name__}")
+        raise ConfigError(f"expected a state dict (name -> tensor), got {type(state_dict).__name__}")
     renamed = _strip_prefix([k for k in state_dict])
     sd = {renamed[k]: v for k, v in state_dict.items()
           if not str(k).endswith(IGNORED_SUFFIXES)}
@@ -162,14 +85,14 @@ def from_state_dict(state_dict, spec, source: str) -> dict:
     for name, path, tr in table:
         if name not in sd:
             continue
-        arr = _as_numpy(sd[name], name)
+        arr = as_numpy(sd[name], name)
         want = shapes[path]
         got = to_flax(arr, tr)
         if tuple(got.shape) != want:
             extra = ""
             if missing or unused:
                 extra = f" ({len(missing)} tensors missing, {len(unused)} unused as well)"
-            raise ValueError(
+            raise ConfigError(
                 f"{what}: shape mismatch at {name!r}: checkpoint {tuple(arr.shape)}, model expects "
                 f"{to_torch_shape(want, tr)} (Flax {'/'.join(path)} {want}){extra}{hint}")
         node = variables
@@ -178,7 +101,7 @@ def from_state_dict(state_dict, spec, source: str) -> dict:
         # A copy: torch's .numpy() shares memory with the module, which may keep training.
         node[path[-1]] = np.array(got, dtype=np.float32, order="C", copy=True)
     if missing or unused:
-        raise ValueError(f"{what}: tensors do not match the model{hint}\n"
+        raise ConfigError(f"{what}: tensors do not match the model{hint}\n"
                          f"  missing from the checkpoint ({len(missing)}): {_listing(missing)}\n"
                          f"  in the checkpoint but unused ({len(unused)}): {_listing(unused)}")
     return variables

@@ -14,13 +14,16 @@ A converted model is a directory:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
 import numpy as np
 
 from fastscale_jax._extras import require
+from fastscale_jax.convert.arrays import as_numpy, expected_shapes
+from fastscale_jax.convert.preprocessing import preprocessing_for
+from fastscale_jax.errors import ConfigError, MissingPathError, PathExistsError
+from fastscale_jax.families import spec_from_dict
 
 FORMAT = "fastscale_jax.converted/1"
 META_FILE = "fastscale_meta.json"
@@ -59,14 +62,14 @@ def read_checkpoint(path: str, key: str | None = None, *, trust_pickle: bool = F
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist or is not a file")
+        raise MissingPathError(f"checkpoint {path!r} does not exist or is not a file")
     kind = _sniff(path)
     if kind == "safetensors":
         load_file = require("safetensors.numpy", "torch", "reading .safetensors").load_file
         try:
             obj = load_file(path)
         except Exception as e:  # noqa: BLE001  (safetensors raises its own error types)
-            raise ValueError(f"{path!r} is not a readable safetensors file: {e}") from e
+            raise ConfigError(f"{path!r} is not a readable safetensors file: {e}") from e
     elif kind == "torch":
         torch = require("torch", "torch", f"reading the PyTorch checkpoint {path!r}")
         try:
@@ -74,40 +77,26 @@ def read_checkpoint(path: str, key: str | None = None, *, trust_pickle: bool = F
         except Exception as e:  # noqa: BLE001
             hint = "" if trust_pickle else (" (read with torch.load(weights_only=True); if the file "
                                             "is from a source you trust, pass trust_pickle=True)")
-            raise ValueError(f"{path!r} could not be read as a PyTorch checkpoint{hint}: "
+            raise ConfigError(f"{path!r} could not be read as a PyTorch checkpoint{hint}: "
                              f"{type(e).__name__}: {e}") from e
     else:
-        raise ValueError(f"{path!r} is not a checkpoint: expected a PyTorch pickle (.pyth/.pth) "
+        raise ConfigError(f"{path!r} is not a checkpoint: expected a PyTorch pickle (.pyth/.pth) "
                          "or a .safetensors file")
     if not isinstance(obj, dict):
-        raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
+        raise ConfigError(f"{path!r} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
     if key is not None:
         if key not in obj:
-            raise ValueError(f"{path!r} has no entry {key!r}; entries: {sorted(map(str, obj))[:20]}")
+            raise ConfigError(f"{path!r} has no entry {key!r}; entries: {sorted(map(str, obj))[:20]}")
         obj = obj[key]
     elif not _is_state_dict(obj):
         found = [k for k in STATE_KEYS if _is_state_dict(obj.get(k))]
         if not found:
-            raise ValueError(f"{path!r} holds a dict without weights: expected a state dict or one "
+            raise ConfigError(f"{path!r} holds a dict without weights: expected a state dict or one "
                              f"of the entries {STATE_KEYS}; found {sorted(map(str, obj))[:20]}")
         obj = obj[found[0]]
     if not _is_state_dict(obj):
-        raise ValueError(f"{path!r}: the selected entry is not a state dict (name -> tensor)")
-    from fastscale_jax.convert import _as_numpy
-
-    return {k: _as_numpy(v, k) for k, v in obj.items()}
-
-
-def spec_from_dict(d: dict):
-    """The spec saved by spec.to_dict() (in a converted model's meta)."""
-    from fastscale_jax.specs import AnyNetSpec, EffNetSpec
-
-    d = dict(d)
-    cls = {"anynet": AnyNetSpec, "effnet": EffNetSpec}.get(d.pop("family", None))
-    if cls is None:
-        raise ValueError(f"spec dict has no known 'family': {d}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+        raise ConfigError(f"{path!r}: the selected entry is not a state dict (name -> tensor)")
+    return {k: as_numpy(v, k) for k, v in obj.items()}
 
 
 def save_converted(path: str, variables: dict, spec, *, source: str, preprocessing: dict | None = None,
@@ -118,12 +107,10 @@ def save_converted(path: str, variables: dict, spec, *, source: str, preprocessi
     """
     import orbax.checkpoint as ocp
 
-    from fastscale_jax.convert import preprocessing_for
-
     path = os.path.abspath(os.fspath(path))
     vdir = os.path.join(path, VARIABLES_DIR)
     if os.path.exists(vdir):
-        raise FileExistsError(f"{vdir!r} exists; choose a new output directory")
+        raise PathExistsError(f"{vdir!r} exists; choose a new output directory")
     os.makedirs(path, exist_ok=True)
     tree = {c: variables.get(c, {}) for c in ("params", "batch_stats")}
     tree = _map(lambda x: np.asarray(x, np.float32), tree)
@@ -148,12 +135,12 @@ def read_converted_meta(path: str) -> dict:
     """The JSON sidecar of a converted model directory (model, spec, source, preprocessing)."""
     meta_path = os.path.join(os.fspath(path), META_FILE)
     if not os.path.isfile(meta_path):
-        raise ValueError(f"{os.fspath(path)!r} is not a converted model directory (no {META_FILE}; "
+        raise ConfigError(f"{os.fspath(path)!r} is not a converted model directory (no {META_FILE}; "
                          "create one with python -m fastscale_jax.convert)")
     with open(meta_path) as f:
         meta = json.load(f)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path!r}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
+        raise ConfigError(f"{meta_path!r}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
     return meta
 
 
@@ -165,8 +152,6 @@ def load_converted(path: str):
     """
     import jax
     import orbax.checkpoint as ocp
-
-    from fastscale_jax.convert import expected_shapes
 
     path = os.path.abspath(os.fspath(path))
     meta = read_converted_meta(path)

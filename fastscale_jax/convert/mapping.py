@@ -9,9 +9,9 @@ A *layer table* lists, for one spec and one naming scheme, every layer that hold
 - 'bn':     weight -> params/<path>/scale, bias -> params/<path>/bias,
             running_mean -> batch_stats/<path>/mean, running_var -> batch_stats/<path>/var
 
-The tables are the weight layers of `plan.layer_plan(spec)`, the plan the Flax modules are
-built from, renamed by per-source rules, so a spec and its table cannot disagree on which
-layers exist.
+The tables are the weight layers of `families.layer_plan(spec)`, the plan the Flax modules
+are built from, renamed by the spec's family module (its per-source rules), so a spec and its
+table cannot disagree on which layers exist.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastscale_jax.plan import layer_plan, part_weights
+from fastscale_jax.errors import ConfigError
+from fastscale_jax.families import family_of, layer_plan
+from fastscale_jax.plan import part_weights
 
 SOURCES = ("pycls", "timm")
 
@@ -69,86 +71,12 @@ def tensor_table(layers):
     return out
 
 
-# ------------------------------------------------------------------------------------------
-# Names come from the layer plan's Flax paths by per-source renaming rules.
-#
-# pycls (names are the same in pycls 0.1.1 and pycls master, whose model zoo .pyth files hold
-# exactly these names): the Flax path with '.' for '/' and '_' in 's1_b1', SE convs as
-# f_ex.0 / f_ex.2; the vanilla block holds a, a_bn, b, b_bn itself (no 'f').
-
-_PYCLS_SE = {"reduce": "f_ex.0", "expand": "f_ex.2"}
-
-
-def _pycls_name(spec, part, path) -> str:
-    vanilla = getattr(spec, "block_type", None) == "vanilla_block"
-    rest = [_PYCLS_SE.get(k, k) for k in path[1:] if not (vanilla and k == "f")]
-    return ".".join([path[0].replace("_", "."), *rest])
-
-
-# timm: RegNetX/Y/Z (timm.models.regnet), ResNet/ResNeXt (timm.models.resnet, res_stem_in
-# specs), EfficientNet (timm.models.efficientnet, the non-'tf_' variants). Per scheme: stem and
-# head names, the block prefix, and block layer names by the last element of the Flax path.
-
-_REGNET_BLOCK = {"a": "conv1.conv", "a_bn": "conv1.bn", "b": "conv2.conv", "b_bn": "conv2.bn",
-                 "reduce": "se.fc1", "expand": "se.fc2", "c": "conv3.conv", "c_bn": "conv3.bn",
-                 "proj": "downsample.conv", "bn": "downsample.bn"}
-_RESNET_BLOCK = {"a": "conv1", "a_bn": "bn1", "b": "conv2", "b_bn": "bn2", "c": "conv3",
-                 "c_bn": "bn3", "proj": "downsample.0", "bn": "downsample.1"}
-_EFFNET_SE = {"reduce": "se.conv_reduce", "expand": "se.conv_expand"}
-_EFFNET_DS = {"dwise": "conv_dw", "dwise_bn": "bn1", "lin_proj": "conv_pw", "lin_proj_bn": "bn2",
-              **_EFFNET_SE}  # timm DepthwiseSeparableConv (no expansion): dw, bn1, se, pw, bn2
-_EFFNET_IR = {"exp": "conv_pw", "exp_bn": "bn1", "dwise": "conv_dw", "dwise_bn": "bn2",
-              "lin_proj": "conv_pwl", "lin_proj_bn": "bn3", **_EFFNET_SE}  # InvertedResidual
-
-_TIMM = {  # scheme: (stem and head names, block prefix, block layer names)
-    "regnet": ({"stem.conv": "stem.conv", "stem.bn": "stem.bn", "head.conv": "final_conv.conv",
-                "head.bn": "final_conv.bn", "head.fc": "head.fc"},
-               "s{s}.b{i}", lambda b: _REGNET_BLOCK),
-    "resnet": ({"stem.conv": "conv1", "stem.bn": "bn1", "head.fc": "fc"},
-               "layer{s}.{i0}", lambda b: _RESNET_BLOCK),
-    "effnet": ({"stem.conv": "conv_stem", "stem.bn": "bn1", "head.conv": "conv_head",
-                "head.conv_bn": "bn2", "head.fc": "classifier"},
-               "blocks.{s0}.{i0}", lambda b: _EFFNET_DS if b.w_b == b.w_in else _EFFNET_IR),
-}
-
-
-def _timm_name(scheme, part, path) -> str:
-    ends, prefix, block_names = _TIMM[scheme]
-    b = part.block
-    if b is None:
-        return ends[".".join(path)]
-    block = prefix.format(s=b.stage, i=b.index, s0=b.stage - 1, i0=b.index - 1)
-    return f"{block}.{block_names(b)[path[-1]]}"
-
-
-def _table(spec, name, shortcut_first: bool) -> list[Layer]:
-    return [Layer(name(part, path), path, kind) for part in layer_plan(spec)
-            for path, kind in part_weights(part, shortcut_first)]
-
-
-def _timm_scheme(spec) -> str:
-    """timm's model file for `spec`, or ValueError when timm has no such network."""
-    if spec.family == "effnet":
-        return "effnet"
-    if spec.stem_type == "res_stem_in":
-        if spec.block_type not in ("res_basic_block", "res_bottleneck_block") or spec.head_w:
-            raise ValueError(f"{spec.name}: timm ResNets have basic or bottleneck blocks and no "
-                             f"head conv; cannot map block_type {spec.block_type!r}, head_w {spec.head_w}")
-        return "resnet"
-    if spec.stem_type != "simple_stem_in" or not spec.block_type.startswith("res_bottleneck"):
-        raise ValueError(f"{spec.name}: timm RegNets have a simple stem and bottleneck blocks; "
-                         f"cannot map stem {spec.stem_type!r} with {spec.block_type!r}")
-    return "regnet"
-
-
 def layer_table(spec, source: str) -> list[Layer]:
     """Every weight-holding layer of `spec` as named by `source` ('pycls' or 'timm'), in the
-    source's order (pycls: a block's shortcut before its branch; timm: after it)."""
+    source's order (pycls: a block's shortcut before its branch; timm: after it). The names
+    come from the spec's family module (`Family.weight_names`)."""
     if source not in SOURCES:
-        raise ValueError(f"unknown checkpoint source {source!r}; valid: {SOURCES}")
-    if getattr(spec, "family", None) not in ("anynet", "effnet"):
-        raise ValueError(f"expected an AnyNetSpec or EffNetSpec, got {type(spec).__name__}")
-    if source == "pycls":
-        return _table(spec, lambda part, path: _pycls_name(spec, part, path), True)
-    scheme = _timm_scheme(spec)
-    return _table(spec, lambda part, path: _timm_name(scheme, part, path), False)
+        raise ConfigError(f"unknown checkpoint source {source!r}; valid: {SOURCES}")
+    name, shortcut_first = family_of(spec).weight_names(spec, source)
+    return [Layer(name(part, path), path, kind) for part in layer_plan(spec)
+            for path, kind in part_weights(part, shortcut_first)]

@@ -1,6 +1,6 @@
 """The Flax network of a spec: its layer plan (`fastscale_jax.plan`) turned into modules.
 
-One module class serves every family (RegNetX/Y/Z, ResNet, ResNeXt, EfficientNet): the plan
+One module class serves every family (fastscale_jax/families/): the plan
 says which layers a part has; the modules only interpret it. Module and parameter names are
 the plan's paths, which mirror pycls (stem/conv, s1_b1/f/a, s1_b1/proj, s1_b1/dwise,
 head/fc, ...), so pycls checkpoints map one-to-one.
@@ -20,8 +20,41 @@ import jax.numpy as jnp
 
 from fastscale_jax.models.layers import SE, BatchNorm, Conv, activation, check_input, drop_path
 from fastscale_jax.models.layers import dense as make_dense
-from fastscale_jax.plan import (BNOp, ConvOp, DropoutOp, LinearOp, MaxPoolOp, Part, PoolOp, SEOp,
-                                layer_plan)
+from fastscale_jax.families import layer_plan
+from fastscale_jax.plan import BNOp, ConvOp, DropoutOp, LinearOp, MaxPoolOp, Part, PoolOp, SEOp
+
+
+def _conv(m, op: ConvOp, x, train):
+    return m.conv(op.w_out, op.kernel, op.stride, op.groups, use_bias=op.bias, name=op.path[-1])(x)
+
+
+def _bn(m, op: BNOp, x, train):
+    return m.norm(use_running_average=not train, act=op.act, zero_init=op.zero_init,
+                  name=op.path[-1])(x)
+
+
+def _max_pool(m, op: MaxPoolOp, x, train):
+    pad = (op.kernel - 1) // 2
+    return nn.max_pool(x, (op.kernel, op.kernel), strides=(op.stride, op.stride),
+                       padding=((pad, pad), (pad, pad)))
+
+
+def _se(m, op: SEOp, x, train):
+    return SE(op.reduce.w_out, op.act, m.conv, name=op.path[-1])(x)
+
+
+def _dropout(m, op: DropoutOp, x, train):
+    return nn.Dropout(op.rate, deterministic=not train)(x)
+
+
+def _linear(m, op: LinearOp, x, train):
+    return m.dense(op.w_out, name=op.path[-1])(x).astype(jnp.float32)
+
+
+# How each plan op kind runs (one entry per kind of fastscale_jax.plan.OP_KINDS).
+APPLY = {ConvOp: _conv, BNOp: _bn, MaxPoolOp: _max_pool, SEOp: _se,
+         PoolOp: lambda m, op, x, train: jnp.mean(x, axis=(1, 2)), DropoutOp: _dropout,
+         LinearOp: _linear}
 
 
 class _Layers(nn.Module):
@@ -34,26 +67,11 @@ class _Layers(nn.Module):
     def apply_ops(self, ops, x, train: bool):
         """Apply plan ops in order; their modules become children of this module."""
         for op in ops:
-            if isinstance(op, ConvOp):
-                x = self.conv(op.w_out, op.kernel, op.stride, op.groups, use_bias=op.bias,
-                              name=op.path[-1])(x)
-            elif isinstance(op, BNOp):
-                x = self.norm(use_running_average=not train, act=op.act, zero_init=op.zero_init,
-                              name=op.path[-1])(x)
-            elif isinstance(op, MaxPoolOp):
-                pad = (op.kernel - 1) // 2
-                x = nn.max_pool(x, (op.kernel, op.kernel), strides=(op.stride, op.stride),
-                                padding=((pad, pad), (pad, pad)))
-            elif isinstance(op, SEOp):
-                x = SE(op.reduce.w_out, op.act, self.conv, name=op.path[-1])(x)
-            elif isinstance(op, PoolOp):
-                x = jnp.mean(x, axis=(1, 2))
-            elif isinstance(op, DropoutOp):
-                x = nn.Dropout(op.rate, deterministic=not train)(x)
-            elif isinstance(op, LinearOp):
-                x = self.dense(op.w_out, name=op.path[-1])(x).astype(jnp.float32)
-            else:
-                raise TypeError(f"unknown plan op {op!r}")
+            try:
+                run = APPLY[type(op)]
+            except KeyError:
+                raise TypeError(f"unknown plan op {op!r}") from None
+            x = run(self, op, x, train)
         return x
 
 
@@ -86,7 +104,7 @@ class PlanPart(_Layers):
 
 
 class Network(_Layers):
-    """The network of an AnyNetSpec or EffNetSpec: stem, blocks s1_b1 ... sN_bD, head.
+    """The network of a spec of any family: stem, blocks s1_b1 ... sN_bD, head.
 
     Call as model.apply(variables, images_nhwc, train=False); returns float32 logits. In
     train mode BN uses batch statistics (pass mutable=['batch_stats']) and stochastic depth,

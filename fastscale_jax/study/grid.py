@@ -120,7 +120,7 @@ def base_spec(config):
         spec = get_model_spec(name)
     except (KeyError, ValueError) as e:
         _fail("base", name, str(e.args[0] if e.args else e))
-    spec = config_lib._apply_overrides(spec, config_lib.spec_overrides(config))
+    spec = config_lib.apply_overrides(spec, config_lib.spec_overrides(config))
     bk, bf = study.get("base_kind"), study.get("base_factor")
     if (bk is None) != (bf is None):
         _fail("base_kind" if bk is None else "base_factor", bk if bk is None else bf,

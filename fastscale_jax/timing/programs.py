@@ -19,7 +19,7 @@ MODES = ("inference", "fwd_bwd", "train_step")
 def check_resolution(spec, resolution: int) -> int:
     """`resolution` if the model can take it, else ValueError (below specs.MIN_RESOLUTION, or
     so small that the network's total downsampling leaves less than 1 px in its last stage)."""
-    from fastscale_jax.plan import total_stride
+    from fastscale_jax.families import total_stride
     from fastscale_jax.specs import MIN_RESOLUTION
 
     if not isinstance(resolution, (int, np.integer)) or isinstance(resolution, bool):
