@@ -5,10 +5,12 @@ factors {1, 2, 4, 8, 16} (Dollar et al. 2021, Sec. 5 / Fig. 5).
     python launch.py --config configs/alpha_sweep.py --mode complexity
     python launch.py --config configs/alpha_sweep.py:RegNetY-800MF --mode complexity
     python launch.py --config configs/alpha_sweep.py --mode benchmark --workdir /tmp/sweep \
-        --config.timing.batch_size=4 --config.family.base_resolution=64   # small CPU sweep
+        --config.timing.batch_size=4 --config.model.resolution=64   # small CPU sweep
 
-family.base_resolution shrinks the base model before scaling, so members still scale their
-resolution (model.resolution would instead pin every member to one resolution).
+In a sweep, model.* fields describe the base: model.resolution=64 shrinks the base before
+scaling, so members still scale their resolution (timing.resolution would instead time every
+member at one resolution). Every strategy is scaled to one common flops target per factor
+(family.match='flops'; --config.family.match=factor applies pycls's scaler to the raw factor).
 
 Arg: the base model (default RegNetZ-500MF). Expect acts to grow ~s^((1 + 3(1 - alpha))/4 ...):
 the complexity mode prints fitted and theoretical growth exponents per alpha.

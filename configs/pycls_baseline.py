@@ -11,14 +11,14 @@ Arg: a zoo model name or alias (default RegNetY-800MF); any other model of
 `fastscale_jax.list_models()` works, as does scaling it (--config.scaling.kind=dWr
 --config.scaling.flops=4GF).
 
-Recipe (train.recipes.pycls_sgd; pycls configs/dds_baselines): SGD momentum 0.9 Nesterov,
+Recipe (recipes.pycls_sgd; pycls configs/dds_baselines): SGD momentum 0.9 Nesterov,
 BASE_LR 0.8 at batch 1024 (scaled linearly with train.global_batch_size), 5 warmup epochs from
 0.1 x lr, cosine to 0, weight decay 5e-5 on every parameter, 100 epochs, no label smoothing /
 mixup / EMA, train at the model's resolution, eval resize 256 / crop 224.
 """
 
 from fastscale_jax.config import base_config
-from fastscale_jax.train import recipes
+from fastscale_jax import recipes
 
 
 def get_config(arg=None):

@@ -10,11 +10,8 @@ multi-device machine (global batch 2048; any batch works, the learning rate scal
 
 Expect (:demo): RegNetZ-500MF scaled down by dWr (factor 1/8: 8.7 MF, 1.1M params) with a
 CIFAR stem at 32 px on the embedded 10k-image CIFAR-10 subset (data.name='demo'): 300 steps of
-batch 64 (~2 epochs), AdamW. Measured (2026-11-29, 2-core VM, float32, oneDNN convs): top-1
-41.30%, top-5 90.45% on the 2000 demo test images (chance: 10%), in 197 s wall clock / 152 CPU-s
-at load average ~6 from other jobs; 0.90x the wall clock and 1.08x the CPU time of the recipe
-it replaced (LAMB, 150 steps at factor 1/4: top-1 24.65%), both measured in one run of
-`python benchmarks/demo_budget.py` (benchmarks/RESULTS.md section 8).
+batch 64 (~2 epochs), AdamW, a few minutes of a 2-core CPU; the top-1 it reaches (chance: 10%)
+and what it cost, with the command, machine and load: benchmarks/RESULTS.md section 8.
 
 Arg: a flops target ('1GF' ... '32GF', '800MF'; default '4GF'), a plain factor ('4'), or 'demo'.
 Scaling lives in config.scaling: --config.scaling.kind=dwr, --config.scaling.alpha=0.5 (alpha
@@ -23,7 +20,7 @@ replaces kind), --config.scaling.flops=8GF.
 Recipe (ImageNet) and where each number comes from:
   - LAMB, batch 2048, lr 5e-3 at batch 2048 (scaled linearly with the global batch), weight
     decay 0.02 and trust ratio on conv/dense weights only, 5 warmup epochs then cosine:
-    ResNet strikes back procedure A2 (Wightman et al. 2021, Table 1) -- train.recipes.rsb.
+    ResNet strikes back procedure A2 (Wightman et al. 2021, Table 1) -- recipes.rsb.
   - BCE loss on mixup 0.1 / cutmix 1.0 targets, RandAugment 2 layers magnitude 7 (std 0.5),
     repeated augmentation 3, stochastic depth 0.05: RSB A2.
   - 100 epochs instead of A2's 300 (ours: the paper's scaling study trains 100 epochs), and EMA
@@ -32,7 +29,7 @@ Recipe (ImageNet) and where each number comes from:
 """
 
 from fastscale_jax.config import scaled_config
-from fastscale_jax.train import recipes
+from fastscale_jax import recipes
 
 
 def get_config(arg=None):

@@ -9,7 +9,7 @@ ImageNet; other models were not trained with these recipes by pycls.
 
 Arg: 'A2:<model>' or 'A3:<model>' (default 'A3:RegNetY-800MF').
 
-Recipe (train.recipes.rsb, from RSB Table 1): LAMB, batch 2048, lr 5e-3 (A2) / 8e-3 (A3) at
+Recipe (recipes.rsb, from RSB Table 1): LAMB, batch 2048, lr 5e-3 (A2) / 8e-3 (A3) at
 batch 2048 (scaled linearly with the global batch), weight decay 0.02 and trust ratio on
 weights only, 5 warmup epochs + cosine, BCE on mixup 0.1 / cutmix 1.0 targets, RandAugment
 2 layers magnitude 7 / 6 with std 0.5, repeated augmentation 3 (A2), stochastic depth 0.05
@@ -17,7 +17,7 @@ weights only, 5 warmup epochs + cosine, BCE on mixup 0.1 / cutmix 1.0 targets, R
 """
 
 from fastscale_jax.config import base_config
-from fastscale_jax.train import recipes
+from fastscale_jax import recipes
 
 
 def get_config(arg=None):

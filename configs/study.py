@@ -14,12 +14,12 @@ Rerunning the command skips finished runs and resumes unfinished ones;
 --config.study.collect_only=True only collects and plots (missing runs marked).
 
 Expect (:demo): 4 runs (dwr, dWr x2, x4 x 1 seed) of RegNetZ-500MF shrunk x1/16 by 'dw'
-(CIFAR stem, 32 px, 5.4 MF; members 7-21 MF) on the embedded 10k-image CIFAR-10 subset, 100
-steps of batch 64 (2/3 of an epoch) each. Measured (2026-11-29, the :demo command above on the
-2-core CPU VM, heavily shared: load ~13.6): 5.8 CPU-minutes (322 s user + 24 s sys), 16 min
-wall clock; top-1 26-33% of 10 classes; epoch times 79-132 s; rerun: 8 s, nothing retrained
-(benchmarks/RESULTS.md section 6). One seed and under an epoch on a CPU shows the machinery,
-not evidence about the paper's claim.
+(CIFAR stem, 32 px, 5.4 MF), each strategy matched to one flops target per factor (~12 and
+~22 MF), on the embedded 10k-image CIFAR-10 subset, 100 steps of batch 64 (2/3 of an epoch)
+each, then one interleaved timing run of every member's train step for the epoch-time column.
+Minutes of a 2-core CPU; what it measured, with the machine and load: benchmarks/RESULTS.md
+section 6. One seed and under an epoch on a CPU shows the machinery, not evidence about the
+paper's claim.
 
 Expect (:cifar10): 36 runs (dwr, dWr, w, d x2, x4, x8 x 3 seeds) of the same 5.4 MF base on
 all of CIFAR-10 (50k/10k at 32-44 px; 7-32 MF per image), 2 epochs each. ESTIMATE, not
@@ -35,17 +35,21 @@ epochs rank models by early progress; for a real comparison raise --config.train
 
 Expect (:imagenet): the paper's setting, not run here: RegNetY-800MF scaled x2, x4, x8, x16
 by dwr, dWr, w and d (16 runs, 1 seed), 100 epochs of ImageNet at 224 px with pycls's
-recipe (train.recipes.pycls_sgd), one 8-GPU SLURM job per run through submitit. The paper's
+recipe (recipes.pycls_sgd), one 8-GPU SLURM job per run through submitit. The paper's
 claim to check: at equal flops dWr-scaled models are about as accurate as dwr-scaled ones and
 train much faster (their epoch times grow with activations, which dWr keeps low).
 
-Arg: 'demo' (default), 'cifar10' or 'imagenet'. The grid is config.study:
-  base            zoo name of the base model (model.* overrides apply to it: resolution, stem)
-  base_kind/base_factor   optional pre-scaling of the base (demo/cifar10: 'dw' x1/16 at 32 px,
-                  since scaling a 32 px model *down* with r would go below 32 px)
-  kinds, alphas   strategies: scaling kinds ('dwr', 'dWr', 'w', 'd', 'd1_w8_g8_r1') and/or
-                  alphas in [0, 1]
-  factors | flops flops factors relative to the base (> 0), or flops targets ('4GF')
+Arg: 'demo' (default), 'cifar10' or 'imagenet'. The grid is the sweep config.family (the same
+grammar --mode benchmark uses; fastscale_jax.sweep) times config.study.seeds:
+  family.base     zoo name of the base model (model.* fields apply to it: resolution, stem)
+  family.base_kind/base_factor   optional pre-scaling of the base (demo/cifar10: 'dw' x1/16 at
+                  32 px, since scaling a 32 px model *down* with r would go below 32 px)
+  family.kinds, family.alphas   strategies: scaling kinds ('dwr', 'dWr', 'w', 'd',
+                  'd1_w8_g8_r1') and/or alphas in [0, 1]
+  family.factors | family.flops   flops factors of the base (> 0), or flops targets ('4GF');
+                  family.match='flops' (default) scales every strategy to the same flops
+                  (within family.tolerance, 5%), 'factor' applies the scaler to the factor
+study:
   seeds           seeds per model (>= 1; seed s sets config.seed and data.seed)
   metric          'top1' or 'ema_top1' (what the table and plots call error)
   collect_only    only collect / tabulate / plot what is there
@@ -60,7 +64,7 @@ from ml_collections.config_dict import placeholder
 
 from fastscale_jax.configs import cifar10
 from fastscale_jax.config import base_config
-from fastscale_jax.train import recipes
+from fastscale_jax import recipes
 
 
 def get_config(arg=None):
@@ -71,15 +75,12 @@ def get_config(arg=None):
     return variants[variant]()
 
 
-def study_section(base: str, kinds, factors, seeds: int) -> ml_collections.ConfigDict:
+def study_section(c, base: str, kinds, factors, seeds: int) -> ml_collections.ConfigDict:
+    """config.study (seeds, metric, executor), with the grid in c.family."""
+    c.family.base = base
+    c.family.kinds = tuple(kinds)
+    c.family.factors = tuple(float(f) for f in factors)
     s = ml_collections.ConfigDict()
-    s.base = base
-    s.base_kind = placeholder(str)
-    s.base_factor = placeholder(float)
-    s.kinds = tuple(kinds)
-    s.alphas = placeholder(tuple)
-    s.factors = tuple(float(f) for f in factors)
-    s.flops = placeholder(tuple)
     s.seeds = seeds
     s.first_seed = 0
     s.metric = "top1"
@@ -141,9 +142,9 @@ def demo_config():
     c.optim.weight_decay = 0.02
     c.optim.warmup_epochs = 0.1      # 15 steps
     c.checkpoint.every_steps = 100
-    c.study = study_section("RegNetZ-500MF", ("dwr", "dWr"), (2, 4), seeds=1)
-    c.study.base_kind = "dw"
-    c.study.base_factor = 1 / 16
+    c.study = study_section(c, "RegNetZ-500MF", ("dwr", "dWr"), (2, 4), seeds=1)
+    c.family.base_kind = "dw"
+    c.family.base_factor = 1 / 16
     return c
 
 
@@ -159,9 +160,9 @@ def cifar10_config():
     c.train.log_every_steps = 20
     c.train.progress = False
     c.optim.warmup_epochs = 0.2
-    c.study = study_section("RegNetZ-500MF", ("dwr", "dWr", "w", "d"), (2, 4, 8), seeds=3)
-    c.study.base_kind = "dw"
-    c.study.base_factor = 1 / 16
+    c.study = study_section(c, "RegNetZ-500MF", ("dwr", "dWr", "w", "d"), (2, 4, 8), seeds=3)
+    c.family.base_kind = "dw"
+    c.family.base_factor = 1 / 16
     return c
 
 
@@ -174,7 +175,7 @@ def imagenet_config():
     c.train.eval_every_epochs = 10.0
     c.train.progress = False
     c.checkpoint.every_steps = 1000
-    c.study = study_section("RegNetY-800MF", ("dwr", "dWr", "w", "d"), (2, 4, 8, 16), seeds=1)
+    c.study = study_section(c, "RegNetY-800MF", ("dwr", "dWr", "w", "d"), (2, 4, 8, 16), seeds=1)
     c.study.executor.name = "submitit"
     sub = c.study.executor.submitit
     sub.timeout_min = 3 * 24 * 60

@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from fastscale_jax.errors import MissingExtraError
 
-class MissingExtra(ImportError):
+
+class MissingExtra(MissingExtraError):
     """A feature needs an optional dependency that is not installed; the message says which
     `pip install 'fastscale-jax[extra]'` brings it."""
 

@@ -1,14 +1,17 @@
 """Experiment configs: the shared defaults every `configs/*.py` starts from, and the one
-place where a config turns into model specs (`resolve_spec`, `resolve_family`).
+place where a config turns into a model spec (`resolve_spec`; a sweep's specs:
+fastscale_jax.sweep).
 
 Config layout (ml_collections.ConfigDict):
   model.name            zoo name or alias ('RegNetZ-500MF', 'regnety_800mf', ...)
   model.*               optional spec overrides (resolution, num_classes, stem_type, ...);
-                        dtype ('float32' | 'bfloat16') and conv_impl ('auto' | 'lax' | ...)
+                        dtype ('float32' | 'bfloat16'), conv_impl ('auto' | 'lax' | ...) and
+                        onednn_layout ('nhwc' | 'blocked' | 'tune'; CPU convolutions)
   scaling.kind/.alpha   how to scale ('dWr', 'dwr', 'd1_w8_g8_r1', ... or alpha in [0, 1];
                         alpha, when set, replaces kind)
   scaling.factor/.flops how much (a flops factor, or a target like '4GF'); unset = no scaling
-  family.*              a set of models (benchmark / complexity of a family)
+  family.*              a set of models: the one sweep grammar of benchmarks, complexity
+                        tables and studies (fastscale_jax.sweep)
   data, train, optim    input pipeline and training (fastscale_jax.data / fastscale_jax.train)
   timing                runtime measurement (fastscale_jax.timing)
   host_malloc           'auto' | 'on' | 'off': launch.py's allocator setting for CPU runs
@@ -21,13 +24,20 @@ training code, never copied by hand into configs.
 from __future__ import annotations
 
 import math
+import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from fastscale_jax.errors import ConfigError
 from fastscale_jax.data.config import default_data_config
 from fastscale_jax.scaling import parse_flops, scale, scale_to
 from fastscale_jax.zoo import get_model_spec
+
+# The environment variable that sets model.conv_impl's default (read here only, when a config
+# is built: the implementation is then an explicit setting of the run, recorded in its config).
+CONV_IMPL_ENV = "FASTSCALE_CONV_IMPL"
+ONEDNN_LAYOUT_ENV = "FASTSCALE_ONEDNN_LAYOUT"  # the same for model.onednn_layout
 
 # Spec fields a config may override (model.<field>), with their types.
 SPEC_OVERRIDES = {"resolution": int, "test_resolution": int, "num_classes": int,
@@ -45,7 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "RegNetZ-500MF"
     c.model.dtype = "float32"
-    c.model.conv_impl = "auto"
+    c.model.conv_impl = os.environ.get(CONV_IMPL_ENV, "").strip() or "auto"
+    # CPU oneDNN convs: 'nhwc' | 'blocked' | 'tune' (fastscale_jax.cpu.onednn; numerics differ
+    # in the last bits, so it is a setting of the run, recorded in its config.json)
+    c.model.onednn_layout = os.environ.get(ONEDNN_LAYOUT_ENV, "").strip() or "nhwc"
     for field, typ in SPEC_OVERRIDES.items():
         c.model[field] = placeholder(typ)
 
@@ -55,13 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.scaling.factor = placeholder(float)
     c.scaling.flops = placeholder(str)
 
-    c.family = ml_collections.ConfigDict()
-    c.family.models = placeholder(tuple)     # explicit zoo names
-    c.family.base = placeholder(str)         # base model of a scaling sweep
-    c.family.kinds = placeholder(tuple)      # scaling kinds of a sweep (e.g. ('dwr', 'dWr'))
-    c.family.alphas = placeholder(tuple)     # or alphas of a sweep
-    c.family.factors = placeholder(tuple)    # flops factors of a sweep
-    c.family.base_resolution = placeholder(int)  # base model's train res *before* scaling
+    c.family = family_section()
 
     c.data = default_data_config()
 
@@ -80,6 +87,22 @@ def base_config() -> ml_collections.ConfigDict:
     # the timed steps are the trainer's (train.setup.build_steps): train / optim / model
     # sections give their recipe, config.parallel how they run data-parallel
     return c
+
+
+def family_section() -> ml_collections.ConfigDict:
+    """config.family: the sweep of benchmarks, complexity tables and studies (fastscale_jax.sweep)."""
+    f = ml_collections.ConfigDict()
+    f.models = placeholder(tuple)     # explicit zoo names (nothing else applies then)
+    f.base = placeholder(str)         # the base model of a scaling sweep (model.* apply to it)
+    f.base_kind = placeholder(str)    # optional pre-scaling of the base ...
+    f.base_factor = placeholder(float)  # ... by this factor (e.g. 'dw' x1/16)
+    f.kinds = placeholder(tuple)      # strategies: scaling kinds (e.g. ('dwr', 'dWr'))
+    f.alphas = placeholder(tuple)     # and / or alphas in [0, 1]
+    f.factors = placeholder(tuple)    # flops factors of the base ...
+    f.flops = placeholder(tuple)      # ... or flops targets ('4GF')
+    f.match = "flops"                 # 'flops': every strategy at the same flops | 'factor'
+    f.tolerance = 0.05                # match='flops': members further off are flagged
+    return f
 
 
 def _add_training_sections(c) -> None:
@@ -139,6 +162,7 @@ def _add_training_sections(c) -> None:
     d.coordinator_address = placeholder(str)  # 'host:port': multi-process run
     d.num_processes = placeholder(int)
     d.process_id = placeholder(int)
+    d.auto = False                   # jax.distributed.initialize() with no arguments (SLURM, TPU pods)
     d.cpu_collectives = "gloo"       # CPU multi-process collectives implementation
 
 
@@ -162,7 +186,7 @@ def apply_overrides(spec, overrides: dict):
     valid = set(spec.__dataclass_fields__)
     unknown = sorted(set(overrides) - valid)
     if unknown:
-        raise ValueError(f"model.{unknown[0]} does not apply to {spec.name} "
+        raise ConfigError(f"model.{unknown[0]} does not apply to {spec.name} "
                          f"({spec.family} spec); valid overrides: {sorted(valid & set(SPEC_OVERRIDES))}")
     return spec.replace(**overrides) if overrides else spec
 
@@ -178,55 +202,20 @@ def resolve_spec(config):
     kind, alpha = _get(config, "scaling.kind"), _get(config, "scaling.alpha")
     factor, flops = _get(config, "scaling.factor"), _get(config, "scaling.flops")
     if factor is not None and flops is not None:
-        raise ValueError("set only one of scaling.factor and scaling.flops (got both)")
+        raise ConfigError("set only one of scaling.factor and scaling.flops (got both)")
     if isinstance(kind, str) and kind.strip().lower() in ("", "none"):
         kind = None
     if alpha is not None:  # alpha, when set, replaces the kind (--config.scaling.alpha=0.5)
         kind = None
     if factor is not None or flops is not None:
         if kind is None and alpha is None:
-            raise ValueError("scaling.factor / scaling.flops need scaling.kind (e.g. 'dWr') or "
+            raise ConfigError("scaling.factor / scaling.flops need scaling.kind (e.g. 'dWr') or "
                              "scaling.alpha (in [0, 1])")
         if factor is not None:
             spec = scale(spec, factor, kind, alpha=alpha)
         else:
             spec = scale_to(spec, flops, kind, alpha=alpha).spec
     return apply_overrides(spec, spec_overrides(config))
-
-
-def resolve_family(config) -> list[tuple[dict, object]]:
-    """The models of a family config as [(labels, spec)], labels = {'kind', 'factor', ...}.
-
-    Without family.* settings the family is the single model of resolve_spec(config).
-    """
-    models, base = _get(config, "family.models"), _get(config, "family.base")
-    overrides = spec_overrides(config)
-    if models:
-        return [({"model": m, "kind": "zoo", "factor": 1.0},
-                 apply_overrides(get_model_spec(m), overrides)) for m in models]
-    if not base:
-        spec = resolve_spec(config)
-        return [({"model": spec.name, "kind": _get(config, "scaling.kind") or "none",
-                  "factor": _get(config, "scaling.factor") or 1.0}, spec)]
-    kinds = list(_get(config, "family.kinds") or [])
-    alphas = list(_get(config, "family.alphas") or [])
-    factors = list(_get(config, "family.factors") or [1.0])
-    if not kinds and not alphas:
-        raise ValueError("a family sweep needs family.kinds or family.alphas")
-    base_spec = get_model_spec(base)
-    base_res = _get(config, "family.base_resolution")
-    if base_res:  # shrink the base, then scale: members keep their resolution scaling
-        test_res = max(32, round(base_res * base_spec.test_resolution / base_spec.resolution))
-        base_spec = base_spec.replace(resolution=base_res, test_resolution=test_res)
-    out = []
-    for label, kw in [(k, {"kind": k}) for k in kinds] + [
-            (f"alpha={a:.3g}", {"alpha": a}) for a in alphas]:
-        for f in factors:
-            spec = apply_overrides(scale(base_spec, f, kw.get("kind"), alpha=kw.get("alpha")),
-                                    overrides)
-            out.append(({"model": spec.name, "kind": label, "factor": float(f),
-                         "alpha": kw.get("alpha")}, spec))
-    return out
 
 
 def parse_flops_arg(arg: str, default: str = "4GF"):
@@ -239,11 +228,11 @@ def parse_flops_arg(arg: str, default: str = "4GF"):
         try:
             parse_flops(a)
         except ValueError as e:
-            raise ValueError(f"config argument {arg!r} is neither a scaling factor like '4' "
+            raise ConfigError(f"config argument {arg!r} is neither a scaling factor like '4' "
                              f"nor a usable flops target: {e}") from None
         return a.upper(), None
     if not (math.isfinite(f) and f > 0):
-        raise ValueError(f"config argument {arg!r}: the factor must be positive")
+        raise ConfigError(f"config argument {arg!r}: the factor must be positive")
     return None, f
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from fastscale_jax.errors import ConfigError
+
 GIB = 2**30
 
 
@@ -66,12 +68,60 @@ def check_fits(spec, *, global_batch: int, dtype="float32", train: bool = True) 
         if dev_mem is None:
             need += need_in
         if need > (dev_mem or host):
-            raise ValueError(
+            raise ConfigError(
                 f"{spec.name} at {res} px cannot train here: one step needs at least "
                 f"{need / GIB:.1f} GiB ({images} images x {activation_bytes(spec, 1, dtype)} "
                 f"bytes of activations each{' + the input batch' if dev_mem is None else ''}) "
                 f"but {where} has less; lower model.resolution or train.global_batch_size")
     if need_in > host:
-        raise ValueError(
+        raise ConfigError(
             f"an input batch of {per_process} images at {res} px needs {need_in / GIB:.1f} GiB "
             f"but the host has {host / GIB:.1f} GiB; lower model.resolution or the batch size")
+
+
+# host_malloc='auto' tunes the allocator when a step's activations (complexity 'acts' x batch x
+# bytes per value) reach this: below it, steps are cheap and the one-arena setting's lock
+# contention (XLA compiles, tf.data threads) costs more than the page faults it saves.
+HOST_MALLOC_AUTO_MIN_MIB = 128
+
+
+def tune_host_malloc(config, mode: str) -> str:
+    """Apply `fastscale_jax.cpu.hostmem.tune_for_cpu()` for this run per config.host_malloc
+    ('auto' | 'on' | 'off'); must run before JAX starts. Returns a one-line description.
+
+    'auto' applies it for train/eval/benchmark runs whose per-step activations reach
+    HOST_MALLOC_AUTO_MIN_MIB (the demo config: ~63 MiB, off; RegNetY-800MF at 224 px, batch 8:
+    ~160 MiB, on). hostmem itself skips it when an accelerator backend is installed.
+    """
+    from fastscale_jax.cpu import hostmem
+
+    setting = str(config.get("host_malloc", "auto")).strip().lower()
+    if setting not in ("auto", "on", "off"):
+        raise ConfigError(f"host_malloc must be 'auto', 'on' or 'off', got {setting!r}")
+    if setting == "off" or mode in ("complexity", "study"):  # study: each run tunes its own
+        return "host malloc tuning: off"
+    if setting == "auto":
+        mib = step_activation_mib(config, mode)
+        if mib < HOST_MALLOC_AUTO_MIN_MIB:
+            return (f"host malloc tuning: off (host_malloc=auto: ~{mib:.0f} MiB of activations "
+                    f"per step < {HOST_MALLOC_AUTO_MIN_MIB} MiB)")
+    return hostmem.tune_for_cpu(force=setting == "on")
+
+
+def step_activation_mib(config, mode: str) -> float:
+    """Activations of one step in MiB: complexity 'acts' per image x batch x bytes per value,
+    for the largest model of the run (timing.* settings in benchmark mode)."""
+    from fastscale_jax import config as config_lib
+    from fastscale_jax import sweep
+
+    dtype = config.model.dtype
+    if mode == "benchmark":
+        batch, res = config.timing.batch_size, config.timing.get("resolution")
+        dtype = config.timing.get("dtype") or dtype
+        specs = [spec for _, spec in sweep.resolve_family(config)]
+    else:
+        batch = config.train.global_batch_size
+        if mode == "eval":
+            batch = config.train.get("eval_batch_size") or batch
+        res, specs = None, [config_lib.resolve_spec(config)]
+    return max(activation_bytes(spec, batch, dtype, res) for spec in specs) / 2**20

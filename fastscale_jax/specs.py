@@ -65,8 +65,8 @@ class SpecBase:
 
     def _normalise_stages(self):
         n = self.name or type(self).__name__
-        for f in self._stage_fields:
-            object.__setattr__(self, f, as_tuple(n, f, getattr(self, f), self._stage_casts[f]))
+        for f, cast in self._stage_casts.items():  # numeric per-stage lists
+            object.__setattr__(self, f, as_tuple(n, f, getattr(self, f), cast))
 
     def _check_common(self):
         n = self.name or type(self).__name__

@@ -26,35 +26,37 @@ import tempfile
 import threading
 import time
 
+from fastscale_jax.errors import ConfigError, MissingPathError, WorkdirError
+
 LOCK_NAME = ".lock"
 HEARTBEAT_S = 10.0
 STALE_S = 60.0
 
 
-class WorkdirBusyError(RuntimeError, ValueError):
-    """Another run holds the workdir (ValueError too, so launch.py prints one line)."""
+class WorkdirBusyError(WorkdirError):
+    """Another run holds the workdir."""
 
 
 def prepare(path: str, *, create: bool = True) -> str:
     """The absolute workdir after checking it can be used; ValueError / FileNotFoundError."""
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--workdir {path} is a file, not a directory; give a directory")
+        raise ConfigError(f"--workdir {path} is a file, not a directory; give a directory")
     if not os.path.isdir(path):
         if not create:
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"--workdir {path} does not exist; point --workdir at a training run's folder "
                 "(the one with checkpoints/)")
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
-            raise ValueError(f"cannot create --workdir {path} ({e.strerror}); choose a folder "
+            raise WorkdirError(f"cannot create --workdir {path} ({e.strerror}); choose a folder "
                              "you can write to") from None
     try:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise ValueError(f"--workdir {path} is not writable ({e.strerror}); results and "
+        raise WorkdirError(f"--workdir {path} is not writable ({e.strerror}); results and "
                          "checkpoints go there: choose a writable folder") from None
     return path
 

@@ -56,6 +56,7 @@ def _finite(*xs):
     return all(isinstance(x, (int, float)) and math.isfinite(x) for x in xs)
 
 
+@pytest.mark.slow
 def test_every_check_present_and_ok(smoke):
     doc, stdout = smoke
     assert doc["smoke"] is True and doc["failed"] == []
@@ -68,6 +69,7 @@ def test_every_check_present_and_ok(smoke):
     assert "key numbers" in stdout
 
 
+@pytest.mark.slow
 def test_environment_and_imports(smoke):
     c = smoke[0]["checks"]
     env = c["environment"]
@@ -76,6 +78,7 @@ def test_environment_and_imports(smoke):
     assert c["no_tf"]["imported"] == []
 
 
+@pytest.mark.slow
 def test_families_forward_backward(smoke):
     r = smoke[0]["checks"]["families"]
     rows = r["rows"]
@@ -92,6 +95,7 @@ def test_families_forward_backward(smoke):
         assert x["loss_rel_diff_vs_float32"] <= r["tolerances"]["loss_rtol"]
 
 
+@pytest.mark.slow
 def test_parity_with_reference(smoke):
     r = smoke[0]["checks"]["parity"]
     assert len(r["rows"]) == 5
@@ -101,6 +105,7 @@ def test_parity_with_reference(smoke):
         assert x["max_abs_logit"] > 0
 
 
+@pytest.mark.slow
 def test_alpha_family_timing_and_fit(smoke):
     r = smoke[0]["checks"]["alpha"]
     rows = r["rows"]
@@ -120,6 +125,7 @@ def test_alpha_family_timing_and_fit(smoke):
 
 
 @pytest.mark.skipif(not HAVE_TORCH_TIMM, reason="torch and timm are not installed")
+@pytest.mark.slow
 def test_timm_comparison(smoke):
     r = smoke[0]["checks"]["timm"]
     assert [x["model"] for x in r["rows"]] == ["RegNetY-4GF", "RegNetZ-4GF dWr", "EfficientNet-B0"]
@@ -130,6 +136,7 @@ def test_timm_comparison(smoke):
             x["ours_images_per_s"] / x["timm_images_per_s"])
 
 
+@pytest.mark.slow
 def test_cifar_training_run(smoke):
     r = smoke[0]["checks"]["cifar"]
     assert r["train_images"] == 10000 and r["test_images"] == 2000
@@ -138,6 +145,7 @@ def test_cifar_training_run(smoke):
     assert r["top1"] >= r["target_top1"] >= 0.2  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_pmap_and_shard_map_agree(smoke):
     r = smoke[0]["checks"]["parallel"]
     assert r["devices"] == 2 and len(r["losses_pmap"]) == r["steps"] == 3

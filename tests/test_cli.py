@@ -1,5 +1,6 @@
 """launch.py: the complexity mode and user-facing errors."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -64,7 +65,7 @@ def test_unknown_key_at_any_level_names_it_and_suggests():
 
 def test_help_exits_zero():
     r = _launch("--help")
-    assert r.returncode == 0 and "--config" in r.stdout and "family.base_resolution" in r.stdout
+    assert r.returncode == 0 and "--config" in r.stdout and "model.resolution" in r.stdout
 
 
 def test_packaged_config_by_name_from_another_directory(tmp_path):
@@ -81,3 +82,63 @@ def test_run_that_fails_at_start_up_leaves_no_workdir(tmp_path):
                 "--config.data.name=no_such_dataset")
     assert r.returncode == 2 and "no_such_dataset" in r.stderr
     assert not wd.exists()
+
+
+_BUG = """
+import sys
+import jax.numpy as jnp
+from fastscale_jax.train import step
+
+real = step.make_train_body
+
+def buggy(*args, **kwargs):  # a deliberate internal bug: a shape error inside the step
+    body = real(*args, **kwargs)
+    def train_body(state, batch):
+        jnp.ones(3) + jnp.ones(4)
+        return body(state, batch)
+    return train_body
+
+step.make_train_body = buggy
+from fastscale_jax.cli import run
+sys.argv = ["fastscale"] + sys.argv[1:]
+run()
+"""
+
+
+def test_a_bug_keeps_its_traceback_and_says_it_is_a_bug(tmp_path):
+    r = subprocess.run([sys.executable, "-c", _BUG, "--config", "regnetz_dWr:demo",
+                        "--workdir", str(tmp_path / "w"), "--config.train.num_train_steps=2",
+                        "--config.train.progress=False"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback (most recent call last)" in r.stderr and "incompatible shapes" in r.stderr
+    assert r.stderr.rstrip().splitlines()[-1].startswith("fastscale_jax: the error above is a bug")
+    assert not any(ln.startswith("error: ") for ln in r.stderr.splitlines())
+
+
+def test_user_errors_are_one_line_from_every_entry_point(tmp_path):
+    bad = ["--config", "regnety:800MF", "--mode", "complexity", "--config.scaling.kind=dWr",
+           "--config.scaling.factor=1e-9"]
+    for cmd in ([sys.executable, str(ROOT / "launch.py")], [sys.executable, "-m", "fastscale_jax"],
+                [str(pathlib.Path(sys.executable).with_name("fastscale"))]):
+        r = subprocess.run(cmd + bad, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+        assert r.returncode == 2 and len(err) == 1 and "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert "rounding" in err[0] and "scale_to" in err[0]
+
+
+def test_python_m_main_says_what_to_run():
+    r = subprocess.run([sys.executable, "-m", "fastscale_jax.main"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "fastscale" in r.stderr and "python -m fastscale_jax" in r.stderr
+
+
+def test_moved_sweep_keys_and_unset_with_none(tmp_path):
+    r = _launch("--config", "study:demo", "--mode", "complexity", "--config.study.kinds=('w',)",
+                cwd=tmp_path)
+    assert r.returncode == 2 and "'study.kinds' is now family.kinds" in r.stderr
+    r = _launch("--config", "regnety:800MF", "--mode", "config", "--config.model.conv_impl=lax",
+                "--config.train.eval_batch_size=None", "--config.seed=None", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "conv_impl: lax" in r.stdout and "seed: null" in r.stdout
+    assert "# model: RegNetY-800MF" in r.stdout

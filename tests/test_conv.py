@@ -247,31 +247,22 @@ def test_onednn_missing_library_and_disable_messages(monkeypatch, tmp_path):
         onednn._load()
 
 
-def test_default_override_and_env(monkeypatch):
+def test_impl_is_explicit_and_the_env_var_only_sets_the_config_default(monkeypatch):
+    from fastscale_jax.config import CONV_IMPL_ENV, base_config
+
     x, dw = jnp.zeros((1, 8, 8, 64)), jnp.zeros((3, 3, 1, 64))
-    monkeypatch.setenv(fconv.ENV_VAR, "lax")
-    assert fconv.resolve_impl("auto", x, dw, 64) == "lax"
-    assert fconv.resolve_impl("group_scan", x, dw, 64) == "group_scan"  # explicit wins
-    with fconv.default_impl("group_scan"):
-        assert fconv.resolve_impl("auto", x, dw, 64) == "group_scan"
-    assert fconv.resolve_impl("auto", x, dw, 64) == "lax"
-    fconv.set_default_impl("shift")
-    try:
-        assert fconv.get_default_impl() == "shift"
-        assert fconv.resolve_impl("auto", x, dw, 64) == "shift"
-    finally:
-        fconv.set_default_impl(None)
-    monkeypatch.setenv(fconv.ENV_VAR, "nope")
-    with pytest.raises(ValueError, match="FASTSCALE_CONV_IMPL"):
-        fconv.resolve_impl("auto", x, dw, 64)
+    monkeypatch.setenv(CONV_IMPL_ENV, "lax")
+    assert fconv.resolve_impl("auto", x, dw, 64) != "lax"  # conv2d never reads the environment
+    assert fconv.resolve_impl("group_scan", x, dw, 64) == "group_scan"
+    assert base_config().model.conv_impl == "lax"  # read once, where the config is built
+    monkeypatch.delenv(CONV_IMPL_ENV)
+    assert base_config().model.conv_impl == "auto"
 
 
 def test_invalid_arguments_raise():
     x, w = jnp.zeros((1, 8, 8, 8)), jnp.zeros((3, 3, 8, 8))
     with pytest.raises(ValueError, match="valid: auto, lax, shift, group_scan"):
         fconv.conv2d(x, w, impl="cudnn")
-    with pytest.raises(ValueError):
-        fconv.set_default_impl("fast")
     with pytest.raises(ValueError, match="odd square"):
         fconv.conv2d(x, jnp.zeros((2, 2, 8, 8)))
     with pytest.raises(ValueError, match="groups"):
@@ -296,6 +287,7 @@ def test_parameter_layout_independent_of_impl():
 _LAYOUT_PROBE = """
 import sys, numpy as np, jax, jax.numpy as jnp
 from fastscale_jax.ops import conv as fconv
+fconv.configure_cpu(sys.argv[2], sys.argv[3] or None)
 x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 14, 14, 64)), jnp.float32)
 w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 8, 64)), jnp.float32)
 f = lambda x, w: jnp.sum(jnp.sin(fconv.conv2d(x, w, groups=8, impl="onednn")))
@@ -304,13 +296,14 @@ np.savez(sys.argv[1], *[np.asarray(a) for a in jax.tree_util.tree_leaves(out)])
 """
 
 
-def _probe(tmp_path, name, **env):
+def _probe(tmp_path, name, layout="tune", record=""):
     import subprocess
     import sys
 
-    full = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+    full = dict(os.environ, JAX_PLATFORMS="cpu")
     out = tmp_path / f"{name}.npz"
-    p = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE, str(out)], env=full,
+    p = subprocess.run([sys.executable, "-c", _LAYOUT_PROBE, str(out), layout, str(record)],
+                       env=full,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     with np.load(out) as z:
@@ -318,22 +311,29 @@ def _probe(tmp_path, name, **env):
 
 
 def test_onednn_layout_choice_is_recorded_and_reused(tmp_path):
-    """Timed layout choices are written once and read by later processes, so two processes
-    compute bit-identical results; a recorded choice is what runs."""
+    """'tune': timed layout choices are written once to the record file and read by later
+    processes, so two processes compute bit-identical results; a recorded choice is what runs.
+    The default 'nhwc' is a fixed choice: the same numbers whatever any record or cache says."""
     if jax.default_backend() != "cpu" or not onednn.available():
         pytest.skip("oneDNN formulation unavailable on this machine")
     record = tmp_path / "layouts"
-    first = _probe(tmp_path, "first", FASTSCALE_ONEDNN_LAYOUT_FILE=str(record))
+    first = _probe(tmp_path, "first", "tune", record)
     lines = record.read_text().splitlines()
     assert len(lines) == 3 and {ln.split()[0] for ln in lines} == {"0", "1", "2"}  # fwd, dx, dw
     assert all(ln.split()[-1] in ("nhwc", "blocked") for ln in lines)
-    second = _probe(tmp_path, "second", FASTSCALE_ONEDNN_LAYOUT_FILE=str(record))
+    second = _probe(tmp_path, "second", "tune", record)
     assert record.read_text().splitlines() == lines              # read, not tuned again
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     # a recorded choice is obeyed: record 'blocked' everywhere == forcing the blocked layout
     record.write_text("".join(" ".join(ln.split()[:-1]) + " blocked\n" for ln in lines))
-    recorded = _probe(tmp_path, "recorded", FASTSCALE_ONEDNN_LAYOUT_FILE=str(record))
-    forced = _probe(tmp_path, "forced", FASTSCALE_ONEDNN_LAYOUT="blocked")
+    recorded = _probe(tmp_path, "recorded", "tune", record)
+    forced = _probe(tmp_path, "forced", "blocked")
     for a, b in zip(recorded, forced):
         np.testing.assert_array_equal(a, b)
+    # the default: nhwc, whatever a record says ('blocked' everywhere here)
+    nhwc = _probe(tmp_path, "nhwc", "nhwc", record)
+    assert record.read_text().splitlines() != lines  # the 'blocked' record is still there
+    for a, b in zip(nhwc, _probe(tmp_path, "nhwc2", "nhwc")):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(nhwc, forced))

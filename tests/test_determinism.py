@@ -54,6 +54,7 @@ def test_demo_stream_is_a_function_of_seed_and_position():
         np.testing.assert_array_equal(x["label"], y["label"])
 
 
+@pytest.mark.slow
 def test_resume_after_sigterm_off_boundary_is_exact(tmp_path):
     c = make_config(num_train_steps=8, log_every_steps=1)  # checkpoints every 4 steps
     full = train_and_evaluate(c, str(tmp_path / "full"), data=SyntheticData(), spec=SPEC)
@@ -68,6 +69,7 @@ def test_resume_after_sigterm_off_boundary_is_exact(tmp_path):
     assert [r["step"] for r in train] == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_crash_replay_is_logged_once(tmp_path):
     c = make_config(num_train_steps=8, log_every_steps=1)
     wd = str(tmp_path)

@@ -98,33 +98,33 @@ def calls(monkeypatch):
 
 
 def test_auto_tunes_only_steps_with_large_activations(calls):
-    from fastscale_jax import main
+    from fastscale_jax import memory
 
     # RegNetY-800MF at 224 px: 5.25M acts per image (pycls) x 8 x 4 bytes = 160 MiB.
-    assert main.step_activation_mib(_config("RegNetY-800MF"), "train") == pytest.approx(
+    assert memory.step_activation_mib(_config("RegNetY-800MF"), "train") == pytest.approx(
         5_249_888 * 8 * 4 / 2**20)
-    assert main.tune_host_malloc(_config("RegNetY-800MF"), "train") == "tuned"
+    assert memory.tune_host_malloc(_config("RegNetY-800MF"), "train") == "tuned"
     small = _config("RegNetY-800MF", batch=8, resolution=64)
-    msg = main.tune_host_malloc(small, "train")
+    msg = memory.tune_host_malloc(small, "train")
     assert "off" in msg and "MiB" in msg
-    assert main.step_activation_mib(_config("RegNetY-800MF", dtype="bfloat16"), "train") == \
-        pytest.approx(main.step_activation_mib(_config("RegNetY-800MF"), "train") / 2)
+    assert memory.step_activation_mib(_config("RegNetY-800MF", dtype="bfloat16"), "train") == \
+        pytest.approx(memory.step_activation_mib(_config("RegNetY-800MF"), "train") / 2)
     # benchmark mode sizes the timing batch, not the training one
     bench = _config("RegNetY-800MF", batch=1)
     bench.timing.batch_size = 32
-    assert main.step_activation_mib(bench, "benchmark") == pytest.approx(5_249_888 * 32 * 4 / 2**20)
+    assert memory.step_activation_mib(bench, "benchmark") == pytest.approx(5_249_888 * 32 * 4 / 2**20)
     assert calls == [False]
 
 
 def test_on_off_and_bad_values(calls):
-    from fastscale_jax import main
+    from fastscale_jax import memory
 
     c = _config("RegNetY-800MF", resolution=64)
     c.host_malloc = "on"
-    assert main.tune_host_malloc(c, "train") == "tuned" and calls == [True]
+    assert memory.tune_host_malloc(c, "train") == "tuned" and calls == [True]
     c.host_malloc = "off"
-    assert "off" in main.tune_host_malloc(_config("RegNetY-800MF"), "complexity")
-    assert "off" in main.tune_host_malloc(c, "train") and calls == [True]
+    assert "off" in memory.tune_host_malloc(_config("RegNetY-800MF"), "complexity")
+    assert "off" in memory.tune_host_malloc(c, "train") and calls == [True]
     c.host_malloc = "sometimes"
     with pytest.raises(ValueError, match="host_malloc must be 'auto', 'on' or 'off'"):
-        main.tune_host_malloc(c, "train")
+        memory.tune_host_malloc(c, "train")

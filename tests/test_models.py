@@ -43,6 +43,7 @@ def _fast_init_prng():
 
 
 @pytest.mark.parametrize("name", FAMILY_MEMBERS)
+@pytest.mark.slow
 def test_forward_shapes_and_dtypes(name):
     spec = fs.get_model_spec(name, num_classes=7)
     x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))

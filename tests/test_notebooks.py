@@ -44,6 +44,7 @@ def wheel_kernel(tmp_path_factory):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.slow
 def test_notebook_executes_from_wheel(path: pathlib.Path, wheel_kernel, tmp_path):
     work = tmp_path / "colabs"  # a copy outside the source tree: nothing resolves against it
     shutil.copytree(ROOT / "colabs", work)

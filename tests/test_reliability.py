@@ -23,6 +23,7 @@ import pytest
 
 import fastscale_jax as fs
 from fastscale_jax import main as fs_main
+from fastscale_jax import sweep as sweep_lib
 from fastscale_jax import workdir as workdir_lib
 from fastscale_jax.config import base_config
 from fastscale_jax.train import NonFiniteLossError, evaluate, train_and_evaluate
@@ -118,7 +119,7 @@ def test_benchmark_fails_when_every_model_fails(tmp_path, monkeypatch):
 
     fam = [({"model": n, "kind": "x", "factor": f}, SPEC.replace(name=n))
            for n, f in (("A", 1.0), ("B", 2.0))]
-    monkeypatch.setattr(config_lib, "resolve_family", lambda cfg: fam)
+    monkeypatch.setattr(sweep_lib, "resolve_family", lambda cfg: fam)
 
     def boom(spec, config=None, **kw):
         raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
@@ -126,7 +127,7 @@ def test_benchmark_fails_when_every_model_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark, "time_model", boom)
     c = base_config()
     c.timing.update(batch_size=2, warmup=1, iters=1, windows=1, modes=("inference",))
-    with pytest.raises(ValueError, match=r"every model failed \(2 of 2\).*RESOURCE_EXHAUSTED"):
+    with pytest.raises(fs.errors.TrainingError, match=r"every model failed \(2 of 2\).*RESOURCE_EXHAUSTED"):
         benchmark.run_benchmark(c, str(tmp_path), progress=False)
     assert (tmp_path / "benchmark.csv").exists()  # the rows, with their errors, are kept
 
@@ -164,7 +165,7 @@ def test_workdir_is_file_missing_or_read_only(tmp_path, monkeypatch):
         def erofs(*a, **kw):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         monkeypatch.setattr(workdir_lib.tempfile, "NamedTemporaryFile", erofs)
-    with pytest.raises(ValueError, match="is not writable"):
+    with pytest.raises(fs.errors.WorkdirError, match="is not writable"):
         evaluate(make_config(), str(ro), data=SyntheticData(), spec=SPEC)
     os.chmod(ro, 0o755)
 
@@ -250,7 +251,7 @@ def test_corrupt_latest_checkpoint_falls_back_or_names_the_steps(tmp_path, capsy
 
     (spare / "checkpoints/8/state/_METADATA").write_text("{garbage")
     shutil.rmtree(spare / "checkpoints/4/meta")  # a missing item
-    with pytest.raises(ValueError, match=r"no intact checkpoint .*step\(s\) 8, 4 cannot be read"
+    with pytest.raises(fs.errors.WorkdirError, match=r"no intact checkpoint .*step\(s\) 8, 4 cannot be read"
                                          r".*Delete the broken step folders"):
         _train(c, spare)
 

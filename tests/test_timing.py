@@ -13,6 +13,7 @@ import pytest
 
 import fastscale_jax as fs
 from fastscale_jax import config as config_lib
+from fastscale_jax import sweep as sweep_lib
 from fastscale_jax import AnyNetSpec
 from fastscale_jax.timing import check_resolution, fit_runtime, pearson_r, time_model
 
@@ -196,7 +197,7 @@ def test_benchmark_family_writes_csv_json_plots_and_fit(tmp_path, capsys):
     c.family.base = "RegNetX-200MF"
     c.family.kinds = ("dwr",)
     c.family.factors = (1.0, 4.0)
-    c.model.resolution = 32
+    c.timing.resolution = 32  # every member timed at 32 px (model.* would describe the base)
     out = run(c, str(tmp_path), mode="benchmark")
     printed = capsys.readouterr().out
     rows = list(csv.DictReader(open(tmp_path / "benchmark.csv")))
@@ -207,7 +208,7 @@ def test_benchmark_family_writes_csv_json_plots_and_fit(tmp_path, capsys):
         assert float(r["inference_compile_s"]) > 0 and float(r["inference_xla_flops"]) > 0
         assert 0.8 < float(r["inference_xla_flops_ratio"]) < 1.2
         assert r["device_kind"] and r["jax"]
-    # x4 dwr flops, but model.resolution pins both members to 32 px: only d and w grow
+    # x4 dwr flops, but timing.resolution pins both members to 32 px: only d and w grow
     assert 1.5 * int(rows[0]["flops"]) < int(rows[1]["flops"]) < 4 * int(rows[0]["flops"])
     data = json.load(open(tmp_path / "benchmark.json"))
     assert len(data["rows"]) == 2 and len(data["results"]) == 2
@@ -233,7 +234,7 @@ def test_failing_model_does_not_abort_sweep(tmp_path, monkeypatch):
     fam = [({"model": "Bad", "kind": "x", "factor": 1.0}, bad),
            ({"model": "Boom", "kind": "x", "factor": 2.0}, tiny_spec("Boom")),
            ({"model": "Good", "kind": "x", "factor": 4.0}, good)]
-    monkeypatch.setattr(config_lib, "resolve_family", lambda cfg: fam)
+    monkeypatch.setattr(sweep_lib, "resolve_family", lambda cfg: fam)
     real = benchmark.time_model
 
     def flaky(spec, config=None, **kw):  # an XLA-style failure for one member

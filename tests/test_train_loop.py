@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+import fastscale_jax as fs
 from fastscale_jax.config import base_config
 from fastscale_jax import AnyNetSpec
 from fastscale_jax.train import NonFiniteLossError, evaluate, train_and_evaluate
@@ -158,7 +159,7 @@ def test_sigterm_saves_then_eval_mode_and_model_check(tmp_path):
 
     # a different model in the same workdir: a clear error before anything compiles
     other = SPEC.replace(widths=(16, 48), group_widths=(16, 48))
-    with pytest.raises(ValueError, match="different model.*widths.*new --workdir"):
+    with pytest.raises(fs.errors.WorkdirError, match="different model.*widths.*new --workdir"):
         train_and_evaluate(c, str(tmp_path), data=SyntheticData(), spec=other)
 
 

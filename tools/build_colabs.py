@@ -173,6 +173,7 @@ Defaults are a few dozen steps so that a CPU runtime finishes in minutes; `STEPS
     new_code_cell('''%matplotlib inline
 import json, os, tempfile
 from fastscale_jax import config as config_lib, configs, main, report
+from fastscale_jax.cli import report as one_line  # a setting you can fix: one `error:` line
 
 STEPS = 30
 config = configs.load("regnetz_dWr:demo")   # the packaged configs/regnetz_dWr.py, arg 'demo'
@@ -187,11 +188,11 @@ workdir = tempfile.mkdtemp()'''),
 The first call stops early (as if the job had been pre-empted); the second call finds the
 checkpoint in `workdir` and continues the same schedule."""),
     new_code_cell('''config.train.num_train_steps = STEPS // 2
-first = main.run(config, workdir, "train")
+first = one_line(main.run, config, workdir, "train")
 config.train.num_train_steps = STEPS
-second = main.run(config, workdir, "train")
+second = one_line(main.run, config, workdir, "train")
 print("resumed at step", STEPS // 2, "-> finished at step", second["step"])'''),
-    new_code_cell('''res = main.run(config, workdir, "eval")
+    new_code_cell('''res = one_line(main.run, config, workdir, "eval")
 print({k: v for k, v in res.items() if isinstance(v, float)})'''),
     new_code_cell('''%matplotlib inline
 import matplotlib.pyplot as plt
@@ -295,7 +296,7 @@ STUDY_DIR = os.environ.get("STUDY_DIR", "")   # e.g. runs/study_demo from the co
 config = configs.load("study:demo")            # the packaged configs/study.py, arg 'demo'
 if not STUDY_DIR:                              # tiny: 4 runs x 3 steps, a 2-block base model
     STUDY_DIR = tempfile.mkdtemp()
-    config.study.base_factor = 1 / 64
+    config.family.base_factor = 1 / 64
     config.train.num_train_steps = 3
     config.train.global_batch_size = 8
     config.train.eval_batch_size = 1000
@@ -304,7 +305,7 @@ if not STUDY_DIR:                              # tiny: 4 runs x 3 steps, a 2-blo
     config.train.tensorboard = config.train.plot = False
     config.optim.warmup_epochs = 0.0
     config.study.executor.max_parallel = 2    # two runs at once: tiny runs are mostly compiling
-print(config.study)
+print(config.family, config.study, sep="\n")  # the sweep (family) and its seeds / executor
 for m in grid.expand(config):                  # the grid: one training run per member
     l = m.labels()
     print(f"{l['run']:>10}: {l['model']:<34} {l['resolution']:>3} px  {l['flops'] / 1e6:5.1f} MF  "
@@ -335,6 +336,8 @@ def main():
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
             "language_info": {"name": "python"}, "colab": {"provenance": []}})
+        for i, cell in enumerate(nb.cells):  # stable ids: a rebuild changes only what changed
+            cell.id = f"cell-{i:02d}"
         nbformat.write(nb, os.path.join(OUT, name))
         print("wrote", os.path.join(OUT, name))
 

@@ -67,10 +67,9 @@ def check_environment(plan) -> dict:
 
 # ----------------------------------------------------------------- forward + backward
 def _init(spec, resolution):
-    from fastscale_jax.models import build_model
-    from fastscale_jax.timing.programs import host_init
+    from fastscale_jax.models.host_init import host_variables
 
-    return host_init(build_model(spec), resolution, seed=0)
+    return host_variables(spec, seed=0)
 
 
 def _inputs(p, seed):

@@ -15,9 +15,9 @@ anything but 'lax' (so never on GPU/TPU with impl='auto'):
                 convs run as matmuls ('shift') with oneDNN too.
   hostmem.py    glibc malloc settings for CPU steps with large activations (launch.py).
 
-Environment: FASTSCALE_ONEDNN=0 (oneDNN off), FASTSCALE_ONEDNN_ROOT, FASTSCALE_ONEDNN_LAYOUT,
-FASTSCALE_ONEDNN_LAYOUT_FILE, FASTSCALE_CACHE_DIR (onednn.py), FASTSCALE_HOST_MALLOC
-(hostmem.py); FASTSCALE_CONV_IMPL sets the default impl (ops/conv.py).
+Environment: FASTSCALE_ONEDNN=0 (oneDNN off), FASTSCALE_ONEDNN_ROOT, FASTSCALE_CACHE_DIR
+(onednn.py), FASTSCALE_HOST_MALLOC
+(hostmem.py); FASTSCALE_CONV_IMPL sets config.model.conv_impl's default (config.py).
 
 Importing this package imports nothing (not even JAX: hostmem must run before JAX starts);
 onednn.py uses ctypes, fcntl and the compiler on first use only, so it imports on every OS.
@@ -30,4 +30,5 @@ def register() -> dict:
     from fastscale_jax.cpu import onednn, xla_conv
 
     return {"formulations": {**xla_conv.FORMULATIONS, "onednn": onednn.FORMULATION},
-            "choose": onednn.choose, "ffi_targets": tuple(onednn.TARGETS)}
+            "choose": onednn.choose, "ffi_targets": tuple(onednn.TARGETS),
+            "configure": onednn.configure}

@@ -16,9 +16,12 @@ If any is missing the formulation is unavailable and conv2d's 'auto' uses the XL
 (xla_conv.py), with a warning once per process.
 $FASTSCALE_ONEDNN=0 turns it off. The library is cached under $FASTSCALE_CACHE_DIR (default
 ~/.cache/fastscale_jax), keyed by the source, oneDNN and jaxlib, so it compiles once (~5 s).
-The shim picks each conv's memory layout by timing the first time it meets a problem on this
-machine and records the choice beside the library, so later runs reuse it: the same config and
-seed give the same numbers in every process ($FASTSCALE_ONEDNN_LAYOUT=nhwc|blocked fixes one).
+Memory layout: oneDNN runs a conv on our NHWC buffers or on its blocked-channel layout; the two
+sum in different orders (results differ in the last bits), so the layout is a setting of the
+run (config.model.onednn_layout, applied with `configure`): 'nhwc' (the default: the same
+numbers on every install of a machine), 'blocked', or 'tune' (time both per problem on first
+use; the choices go to a record file, the training run's WORKDIR/onednn_layouts.txt, which a
+resumed run reads back).
 
 Supported: float32, any groups, odd square kernels, any stride where the (k - 1) // 2
 padding leaves a non-negative right padding (every stride 1 and 2 conv; `supports`).
@@ -42,6 +45,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from fastscale_jax.errors import ConfigError
 from fastscale_jax._extras import install_line
 from fastscale_jax.cpu import xla_conv
 from fastscale_jax.cpu.xla_conv import out_size
@@ -49,8 +53,7 @@ from fastscale_jax.cpu.xla_conv import out_size
 ENV_DISABLE = "FASTSCALE_ONEDNN"
 ENV_ROOT = "FASTSCALE_ONEDNN_ROOT"
 ENV_CACHE = "FASTSCALE_CACHE_DIR"
-# where the shim records tuned layout choices (default: next to the library, '.layouts')
-ENV_LAYOUT_FILE = "FASTSCALE_ONEDNN_LAYOUT_FILE"
+LAYOUTS = ("nhwc", "blocked", "tune")
 INSTALL_HINT = (f"{install_line('cpu')} (Linux x86_64: Intel's oneDNN wheels), or set "
                 "$FASTSCALE_ONEDNN_ROOT")
 
@@ -176,9 +179,8 @@ def _load() -> str:
     """Build, load and register the handlers once per process; return the library path."""
     if os.environ.get(ENV_DISABLE, "").strip() == "0":
         raise OnednnUnavailable(f"disabled by ${ENV_DISABLE}=0")
+    global _lib
     path = build()
-    # tuned layout choices persist next to the library (see onednn_conv.cc: determinism)
-    os.environ.setdefault(ENV_LAYOUT_FILE, str(path.with_suffix(".layouts")))
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
@@ -186,7 +188,37 @@ def _load() -> str:
     for name, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
+    lib.FastscaleOnednnConfigure.argtypes = [ctypes.c_int, ctypes.c_char_p]
+    _lib = lib
+    _apply()
     return str(path)
+
+
+_lib = None                 # the loaded shim (None until first use)
+_settings = ("nhwc", None)  # (layout, record file) the shim runs with: `configure`
+
+
+def configure(layout: str = "nhwc", record: str | None = None) -> None:
+    """The layout oneDNN convs run with from now on: 'nhwc', 'blocked' or 'tune' (then each
+    problem's timed choice is recorded in `record` and read back from it by later processes).
+    Called by the trainer and timing from config.model.onednn_layout (train.setup.build_steps);
+    takes effect for convs run after it (the shim drops the kernels built so far)."""
+    global _settings
+    if layout not in LAYOUTS:
+        raise ConfigError(f"model.onednn_layout={layout!r}: valid {', '.join(LAYOUTS)}")
+    _settings = (layout, None if record is None else os.fspath(record))
+    if _lib is not None:
+        _apply()
+
+
+def settings() -> dict:
+    """The layout setting convs run with now: {'layout', 'record'}."""
+    return {"layout": _settings[0], "record": _settings[1]}
+
+
+def _apply() -> None:
+    layout, record = _settings
+    _lib.FastscaleOnednnConfigure(LAYOUTS.index(layout), (record or "").encode())
 
 
 @functools.lru_cache(maxsize=None)
@@ -286,7 +318,7 @@ def choose(impl: str, backend: str, x, kernel, groups: int, stride: int) -> str:
 
     if impl == "onednn":
         if backend != "cpu":
-            raise ValueError(f"conv impl 'onednn' runs on CPU only, not {backend}; use "
+            raise ConfigError(f"conv impl 'onednn' runs on CPU only, not {backend}; use "
                              "impl='auto' (lax on GPU/TPU)")
         require()
         return "onednn" if _handles(x, kernel, stride) else xla_choice()

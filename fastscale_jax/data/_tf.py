@@ -1,7 +1,9 @@
 """The one place that imports tensorflow (and tensorflow_datasets) for the data pipeline.
 
-Importing it hides every GPU from TensorFlow: the input pipeline runs on the host CPU only, and a
-TensorFlow that sees the GPUs would otherwise reserve their memory before JAX can use it.
+Importing TensorFlow changes nothing else. `host_only()` hides every GPU / TPU from TensorFlow;
+the pipeline calls it where it builds a dataset (pipeline.dataset_info, build_train_dataset,
+build_eval_dataset): the input pipeline runs on the host CPU only, and a TensorFlow that sees
+the GPUs would otherwise reserve their memory before JAX can use it.
 """
 
 from __future__ import annotations
@@ -15,19 +17,22 @@ FEATURE = "the input pipeline (fastscale_jax.data)"
 
 @functools.lru_cache(maxsize=None)
 def tf():
-    tf_module = require("tensorflow", "train", FEATURE)
+    return require("tensorflow", "train", FEATURE)
 
+
+@functools.lru_cache(maxsize=None)
+def host_only() -> None:
+    """Hide the accelerators from TensorFlow (once per process; before its first op)."""
     try:
-        tf_module.config.set_visible_devices([], "GPU")
-        tf_module.config.set_visible_devices([], "TPU")
+        tf().config.set_visible_devices([], "GPU")
+        tf().config.set_visible_devices([], "TPU")
     except (RuntimeError, ValueError):  # already initialised, or no such device type
         pass
-    return tf_module
 
 
 @functools.lru_cache(maxsize=None)
 def tfds():
-    tf()  # hide the accelerators first
+    host_only()  # TFDS may start TensorFlow ops when it opens a builder
     return require("tensorflow_datasets", "train", FEATURE)
 
 

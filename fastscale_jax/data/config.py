@@ -47,6 +47,8 @@ import numbers
 import ml_collections
 from ml_collections import config_dict
 
+from fastscale_jax.errors import ConfigError
+
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
 
@@ -84,7 +86,7 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 
 def _fail(field, value, what):
-    raise ValueError(f"data config: data.{field}={value!r} is invalid: {what}")
+    raise ConfigError(f"data config: data.{field}={value!r} is invalid: {what}")
 
 
 def _is_int(x):
@@ -166,3 +168,25 @@ def resolve_small_images(cfg, native_size) -> bool:
     if not cfg.folder and cfg.name in SMALL_IMAGE_DATASETS:
         return True
     return native_size is not None and native_size <= SMALL_IMAGE_MAX_SIZE
+
+
+def stream_seeds(seed: int, key: int, n: int = 1) -> list[int]:
+    """n independent 31-bit seeds derived from (seed, key): the one derivation of the input
+    streams' seeds (a segment's stream from (data.seed, its first step); a process's shuffling
+    and augmentation seeds from (stream seed, process index))."""
+    import numpy as np
+
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(key)]).generate_state(n)
+    return [int(x) & 0x7FFFFFFF for x in state]
+
+
+def check_divisible(name: str, batch: int, shards: int, what: str) -> None:
+    """ConfigError unless `batch` (the setting `name`) splits evenly over `shards` (`what`,
+    e.g. 'the 8 devices'): every device needs the same per-device batch. The one such check,
+    used by training, its input pipeline and timing."""
+    if batch % shards:
+        lower = max(shards, batch // shards * shards)
+        raise ConfigError(f"{name}={batch} is not divisible by {what} ({shards}): every device "
+                          f"needs the same per-device batch; use a multiple of {shards}, e.g. "
+                          f"{lower} or {lower + shards}")
+

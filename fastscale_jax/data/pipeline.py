@@ -30,6 +30,7 @@ from typing import Optional
 
 import numpy as np
 
+from fastscale_jax.errors import ConfigError
 from fastscale_jax.data import _tf, randaugment, sources, transforms
 from fastscale_jax.data import config as config_lib
 from fastscale_jax.data._tf import no_autograph
@@ -48,6 +49,7 @@ def dataset_info(data_cfg) -> dict:
     num_train / num_eval are the sizes of the whole train / eval splits (all processes);
     image_size_native is the height == width of the images when known (32 for CIFAR), else None.
     """
+    _tf.host_only()
     source = _source(data_cfg)
     return dict(num_classes=int(source.num_classes),
                 num_train=int(source.split_size(data_cfg.train_split)),
@@ -83,25 +85,20 @@ def batch_layout(global_batch_size: int, process_index: Optional[int] = None,
                              ("local_device_count", local_device_count, 1),
                              ("global_batch_size", global_batch_size, 1)):
         if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+            raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
     if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must be in [0, {process_count})")
+        raise ConfigError(f"process_index={process_index} must be in [0, {process_count})")
     shards = process_count * local_device_count
-    if global_batch_size % shards:
-        lower = max(shards, global_batch_size // shards * shards)
-        raise ValueError(
-            f"global_batch_size={global_batch_size} is not divisible by process_count * "
-            f"local_device_count = {process_count} * {local_device_count} = {shards}: every device "
-            f"needs the same per-device batch. Use a multiple of {shards}, e.g. {lower} or "
-            f"{lower + shards}.")
+    config_lib.check_divisible("global_batch_size", global_batch_size, shards,
+                               f"process_count * local_device_count = {process_count} * "
+                               f"{local_device_count}")
     return int(process_index), int(process_count), int(local_device_count), \
         global_batch_size // shards
 
 
 def _seeds(seed: int, process_index: int):
     """Independent 31-bit seeds for file shuffling, buffer shuffling and augmentation."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, process_index]).generate_state(4)
-    s = [int(x) & 0x7FFFFFFF for x in state]
+    s = config_lib.stream_seeds(seed, process_index, 4)
     return s[0], s[1], (s[2], s[3])
 
 
@@ -144,7 +141,7 @@ def _small(cfg, source):
 
 def _check_image_size(image_size):
     if not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise ValueError(f"image_size={image_size!r} must be a positive integer")
+        raise ConfigError(f"image_size={image_size!r} must be a positive integer")
 
 
 def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
@@ -158,6 +155,7 @@ def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
     skipped examples are shuffled but never decoded or augmented (each example's augmentation
     seed is its position in the stream), so skipping is cheap.
     """
+    _tf.host_only()
     source = _source(data_cfg)
     cfg = data_cfg
     _check_image_size(image_size)
@@ -177,7 +175,7 @@ def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
         ds = ds.cache()
     shard_size = source.shard_sizes(cfg.train_split, pc)[pi]
     if shard_size == 0:
-        raise ValueError(f"{source.description}: process {pi} of {pc} gets no training examples "
+        raise ConfigError(f"{source.description}: process {pi} of {pc} gets no training examples "
                          f"(split {cfg.train_split!r} has {source.split_size(cfg.train_split)}).")
     # A buffer larger than the shard would only mix passes (and delay the first batch).
     buffer = max(1, min(cfg.shuffle_buffer, shard_size))
@@ -190,7 +188,7 @@ def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
     ds = ds.enumerate().map(no_autograph(lambda i, ex: dict(
         ex, seed=tf.random.experimental.stateless_fold_in(base, i))))
     if skip_batches < 0:
-        raise ValueError(f"skip_batches={skip_batches} must be >= 0")
+        raise ConfigError(f"skip_batches={skip_batches} must be >= 0")
     if skip_batches:
         ds = ds.skip(int(skip_batches) * per_device * dev)
 
@@ -230,6 +228,7 @@ def build_eval_dataset(data_cfg, *, global_batch_size: int, image_size: int,
 
     num_batches is the same on every process: ceil(largest shard / local batch).
     """
+    _tf.host_only()
     source = _source(data_cfg)
     cfg = data_cfg
     _check_image_size(image_size)

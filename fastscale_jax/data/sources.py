@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from fastscale_jax.errors import ConfigError, DataError, MissingPathError
 from fastscale_jax.data import _tf, transforms
 
 tf = _tf.tf()  # tensorflow_datasets is imported only by a TFDS source (_tf.tfds())
@@ -57,7 +58,7 @@ class Source:
         if alias in self.splits:
             log.info("%s: no split %r, using %r instead.", self.description, split, alias)
             return alias
-        raise ValueError(f"{self.description} has no split {split!r}; available splits: "
+        raise ConfigError(f"{self.description} has no split {split!r}; available splits: "
                          f"{sorted(self.splits)}. Set data.train_split / data.eval_split.")
 
     def split_size(self, split: str) -> int:
@@ -92,12 +93,12 @@ class FolderSource(Source):
         self.root = root
         self.description = f"image folder {root!r}"
         if not tf.io.gfile.isdir(root):
-            raise FileNotFoundError(f"Image folder {root!r} does not exist (data.folder). Expected "
+            raise MissingPathError(f"Image folder {root!r} does not exist (data.folder). Expected "
                                     "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg (or "
                                     "ROOT/test/...).")
         self.splits = _list_dirs(root)
         if not self.splits:
-            raise ValueError(f"Image folder {root!r} has no split folders; expected "
+            raise DataError(f"Image folder {root!r} has no split folders; expected "
                              "ROOT/train/<class>/*.jpg and ROOT/val|test/<class>/*.jpg.")
         self._files = {}  # split -> (paths, labels, class names)
         self.class_names = None
@@ -108,7 +109,7 @@ class FolderSource(Source):
             split_dir = os.path.join(self.root, split)
             classes = _list_dirs(split_dir)
             if not classes:
-                raise ValueError(f"{split_dir!r} has no class folders: expected "
+                raise DataError(f"{split_dir!r} has no class folders: expected "
                                  f"{split_dir}/<class>/*.jpg (no images found).")
             paths, labels = [], []
             for label, name in enumerate(classes):
@@ -116,7 +117,7 @@ class FolderSource(Source):
                 files = sorted(f for f in tf.io.gfile.listdir(class_dir)
                                if f.lower().endswith(IMAGE_EXTENSIONS))
                 if not files:
-                    raise ValueError(
+                    raise DataError(
                         f"Class folder {class_dir!r} contains no images "
                         f"({'/'.join(IMAGE_EXTENSIONS)}); add images or remove the folder "
                         f"(from every split).")
@@ -134,7 +135,7 @@ class FolderSource(Source):
         if train_classes != eval_classes:
             only_train = sorted(set(train_classes) - set(eval_classes))
             only_eval = sorted(set(eval_classes) - set(train_classes))
-            raise ValueError(
+            raise DataError(
                 f"Inconsistent class folders in {self.root!r}: {train_split!r} has "
                 f"{len(train_classes)} classes, {eval_split!r} has {len(eval_classes)}; only in "
                 f"{train_split!r}: {only_train[:10]}; only in {eval_split!r}: {only_eval[:10]}. "
@@ -186,7 +187,7 @@ class DemoSource(Source):
 
     def __init__(self, path: str = DEMO_FILE):
         if not os.path.exists(path):
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"The demo dataset file {path!r} is missing: the package was installed without "
                 "its data files (package-data fastscale_jax/data/demo/*). Reinstall, or recreate "
                 "it with `python -m fastscale_jax.data.make_demo`.")
@@ -251,21 +252,21 @@ class TFDSSource(Source):
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except tfds.core.registered.DatasetNotFoundError as e:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown dataset data.name={name!r}: it is not a TFDS dataset name and no "
                 f"prepared copy was found in data_dir={data_dir!r}. Use a TFDS name (e.g. "
                 "'imagenet2012', 'cifar10'), 'demo', or data.folder=ROOT for an image folder. "
                 f"({str(e).splitlines()[0]})") from None
         if not builder.is_prepared():
             if not download:
-                raise FileNotFoundError(_not_prepared_message(name, builder.data_dir, data_dir))
+                raise MissingPathError(_not_prepared_message(name, builder.data_dir, data_dir))
             builder.download_and_prepare()
         self.builder = builder
         info = builder.info
         keys = info.supervised_keys or ("image", "label")
         self.image_key, self.label_key = keys[0], keys[1]
         if self.image_key not in info.features or self.label_key not in info.features:
-            raise ValueError(f"{self.description} has no (image, label) features: "
+            raise DataError(f"{self.description} has no (image, label) features: "
                              f"{list(info.features.keys())}.")
         label = info.features[self.label_key]
         self.num_classes = int(label.num_classes)
@@ -280,7 +281,7 @@ class TFDSSource(Source):
         base = split.split("[")[0]
         if base in self.splits:
             return split
-        raise ValueError(f"{self.description} has no split {split!r}; available splits: "
+        raise ConfigError(f"{self.description} has no split {split!r}; available splits: "
                          f"{sorted(self.splits)} (imagenet2012's eval split is 'validation'). "
                          "Set data.train_split / data.eval_split.")
 

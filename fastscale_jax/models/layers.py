@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fastscale_jax.errors import ConfigError
 from fastscale_jax.ops.batchnorm import batch_norm_act, inference_bn_act, values_per_channel
 from fastscale_jax.ops.conv import conv2d
 
@@ -30,14 +31,22 @@ def activation(name: str):
     try:
         return _ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; valid: {sorted(_ACTIVATIONS)}") from None
+        raise ConfigError(f"unknown activation {name!r}; valid: {sorted(_ACTIVATIONS)}") from None
+
+
+DENSE_INIT_STD = 0.01  # pycls: linear weights ~ N(0, 0.01), zero bias
+
+
+def conv_kernel_std(shape) -> float:
+    """pycls/ResNet init of a conv kernel of HWIO `shape`: std sqrt(2 / fan_out), fan_out =
+    kh * kw * out_channels (the one rule: Flax's init here, timing's host init too)."""
+    kh, kw, _, c_out = shape
+    return (2.0 / (kh * kw * c_out)) ** 0.5
 
 
 def conv_kernel_init(key, shape, dtype=jnp.float32):
-    """pycls/ResNet init: N(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels."""
-    kh, kw, _, c_out = shape
-    std = (2.0 / (kh * kw * c_out)) ** 0.5
-    return std * jax.random.normal(key, shape, dtype)
+    """pycls/ResNet init: N(0, conv_kernel_std(shape))."""
+    return conv_kernel_std(shape) * jax.random.normal(key, shape, dtype)
 
 
 class Conv(nn.Module):
@@ -113,7 +122,7 @@ class BatchNorm(nn.Module):
 def dense(features: int, dtype=jnp.float32, name=None):
     """Fully connected layer with pycls init (N(0, 0.01) weights, zero bias)."""
     return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32,
-                    kernel_init=nn.initializers.normal(0.01), bias_init=nn.initializers.zeros,
+                    kernel_init=nn.initializers.normal(DENSE_INIT_STD), bias_init=nn.initializers.zeros,
                     name=name)
 
 
@@ -147,6 +156,6 @@ def drop_path(module: nn.Module, x, rate: float, train: bool):
 
 def check_input(spec_name: str, x):
     if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"{spec_name}: expected NHWC images with 3 channels, got shape {x.shape}")
+        raise ConfigError(f"{spec_name}: expected NHWC images with 3 channels, got shape {x.shape}")
     if min(x.shape[1:3]) < 8:
-        raise ValueError(f"{spec_name}: input {x.shape[1]}x{x.shape[2]} is too small")
+        raise ConfigError(f"{spec_name}: input {x.shape[1]}x{x.shape[2]} is too small")

@@ -5,9 +5,8 @@
 
 Implementations (`impl`):
   'lax'         lax.conv_general_dilated, differentiated by JAX. The fast choice on GPU/TPU.
-  'auto'        the global default if one is set (set_default_impl, the `default_impl`
-                context manager, or the environment variable FASTSCALE_CONV_IMPL), else per
-                backend: 'lax' on GPU/TPU; on CPU what the CPU package picks for the shape.
+  'auto'        per backend: 'lax' on GPU/TPU; on CPU what the CPU package picks for the
+                shape.
   'onednn', 'shift', 'group_scan'
                 CPU formulations with custom VJPs, from `fastscale_jax.cpu` (oneDNN through
                 jax.ffi, and XLA-only ones for where oneDNN is missing); see that package.
@@ -19,23 +18,25 @@ its per-shape choice (`CpuConvs`). On GPU/TPU with impl='auto' it is never impor
 All implementations compute the same function (to float round-off) and take the same kernel
 layout, so parameters and checkpoints never depend on the implementation. The custom-VJP
 implementations support reverse-mode differentiation (grad, vjp) and vmap, not forward mode
-(jvp, jacfwd): use impl='lax' for that. 'auto' is resolved when a function is traced, so
-changing the default does not affect functions jit has already compiled.
+(jvp, jacfwd): use impl='lax' for that.
+
+The implementation is always an explicit argument (models take it as `conv_impl`, configs as
+model.conv_impl, whose default the $FASTSCALE_CONV_IMPL environment variable sets where the
+config is built: fastscale_jax.config.base_config); nothing here reads process-wide state.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
-import os
 import re
 from typing import Callable, NamedTuple
 
 import jax
 from jax import lax
 
-ENV_VAR = "FASTSCALE_CONV_IMPL"
+from fastscale_jax.errors import ConfigError
+
 CPU_PACKAGE = "fastscale_jax.cpu"
 
 
@@ -48,14 +49,15 @@ class CpuConvs(NamedTuple):
     choose(impl, backend, x, kernel, groups, stride) -> the formulation that runs for impl
       'auto' on the CPU, or for a formulation's name on any backend.
     ffi_targets: the jax.ffi custom-call targets its formulations emit (see ffi_convs_in).
+    configure(layout, record): the numerics settings of its formulations (oneDNN's layout).
     """
     formulations: dict
     choose: Callable
     ffi_targets: tuple = ()
+    configure: Callable = lambda layout, record=None: None
 
 
 _cpu: CpuConvs | None = None
-_default_impl: str | None = None  # set by set_default_impl / default_impl
 
 
 def cpu_convs() -> CpuConvs:
@@ -64,6 +66,14 @@ def cpu_convs() -> CpuConvs:
     if _cpu is None:
         _cpu = CpuConvs(**importlib.import_module(CPU_PACKAGE).register())
     return _cpu
+
+
+def configure_cpu(layout: str, record: str | None = None) -> None:
+    """Set the CPU formulations' numerics settings for this process (oneDNN's memory layout:
+    'nhwc' | 'blocked' | 'tune', and for 'tune' the file its choices are recorded in); a
+    no-op off the CPU. See fastscale_jax.cpu.onednn.configure."""
+    if jax.default_backend() == "cpu":
+        cpu_convs().configure(layout, record)
 
 
 def impls() -> tuple:
@@ -80,41 +90,7 @@ def __getattr__(name):  # IMPLS: computed on first use, so importing this module
 def _check(impl: str) -> str:
     if impl in ("auto", "lax") or impl in cpu_convs().formulations:
         return impl
-    raise ValueError(f"unknown conv impl {impl!r}; valid: {', '.join(impls())}")
-
-
-def set_default_impl(impl: str | None) -> None:
-    """Set what impl='auto' means process-wide (None or 'auto': choose per backend/shape).
-
-    Takes precedence over the FASTSCALE_CONV_IMPL environment variable.
-    """
-    global _default_impl
-    _default_impl = None if impl is None else _check(impl)
-
-
-def get_default_impl() -> str:
-    """The global default: set_default_impl's value, else $FASTSCALE_CONV_IMPL, else 'auto'."""
-    if _default_impl is not None:
-        return _default_impl
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        try:
-            return _check(env)
-        except ValueError as e:
-            raise ValueError(f"${ENV_VAR}: {e}") from None
-    return "auto"
-
-
-@contextlib.contextmanager
-def default_impl(impl: str | None):
-    """Context manager: impl='auto' means `impl` inside the block (while tracing)."""
-    global _default_impl
-    new = None if impl is None else _check(impl)
-    old, _default_impl = _default_impl, new
-    try:
-        yield
-    finally:
-        _default_impl = old
+    raise ConfigError(f"unknown conv impl {impl!r}; valid: {', '.join(impls())}")
 
 
 def _backend(x) -> str:
@@ -127,8 +103,6 @@ def _backend(x) -> str:
 def resolve_impl(impl: str, x, kernel, groups: int, stride: int = 1) -> str:
     """The concrete implementation ('lax' or a registered formulation) that conv2d runs."""
     impl = _check(impl)
-    if impl == "auto":
-        impl = get_default_impl()
     if impl == "lax":
         return "lax"
     backend = _backend(x)

@@ -21,8 +21,9 @@ import numpy as np
 
 from fastscale_jax.study import runner
 
-COLUMNS = ("run", "base", "strategy", "kind", "alpha", "factor", "target", "seed", "model",
-           "resolution", "flops", "params", "acts", "status", "error", "step", "top1", "top5",
+COLUMNS = ("run", "base", "strategy", "kind", "alpha", "factor", "target", "target_flops",
+           "flops_err_pct", "scaled_by", "seed", "model", "resolution", "flops", "params", "acts",
+           "status", "error", "step", "top1", "top5",
            "ema_top1", "ema_top5", "train_images_per_s", "epoch_time_s", "input_wait_s",
            "compile_s", "train_time_s", "wall_s")
 

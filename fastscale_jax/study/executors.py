@@ -6,9 +6,9 @@
   chip-bounds variables libtpu reads; the TPU path is untested here).
 - `SubmititExecutor`: one submitit job per run (SLURM through `submitit.AutoExecutor`, or
   submitit's local / debug executors); the job calls `runner.run_member` in its process.
-  Multi-host runs inside a job: set executor.submitit.nodes / tasks_per_node; the job sets
-  JAX_DISTRIBUTED=1 and the training run calls jax.distributed.initialize(), which reads SLURM's
-  variables.
+  Multi-host runs inside a job: set executor.submitit.nodes / tasks_per_node; a job of several
+  tasks trains with config.distributed.auto=True, so the run calls jax.distributed.initialize(),
+  which reads SLURM's variables.
 
 A run that crashes or dies leaves `study_status.json` with status 'failed' and its error;
 the study goes on with the next run.
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 
+from fastscale_jax.errors import ConfigError
 from fastscale_jax.study import runner
 
 EXECUTORS = ("local", "submitit")
@@ -73,21 +74,21 @@ def detect_platform() -> tuple[str, list[str]]:
 def slot_envs(platform: str, devices: list[str], per_run: int, max_parallel: int) -> list[dict]:
     """The environment of each parallel slot: one dict per slot (one run at a time each)."""
     if platform not in PLATFORMS:
-        raise ValueError(f"study.executor.platform={platform!r}: valid {', '.join(PLATFORMS)}")
+        raise ConfigError(f"study.executor.platform={platform!r}: valid {', '.join(PLATFORMS)}")
     if per_run < 1:
-        raise ValueError(f"study.executor.devices_per_run={per_run}: must be >= 1")
+        raise ConfigError(f"study.executor.devices_per_run={per_run}: must be >= 1")
     if platform == "cpu" or not devices:
         return [{} for _ in range(max(1, max_parallel or 1))]
     groups = [devices[i:i + per_run] for i in range(0, len(devices) - per_run + 1, per_run)]
     if not groups:
-        raise ValueError(f"study.executor.devices_per_run={per_run} but this host has "
+        raise ConfigError(f"study.executor.devices_per_run={per_run} but this host has "
                          f"{len(devices)} {platform} device(s): {devices}")
     if max_parallel:
         groups = groups[:max_parallel]
     if platform == "gpu":
         return [{"CUDA_VISIBLE_DEVICES": ",".join(g)} for g in groups]
     if per_run not in TPU_CHIP_BOUNDS:
-        raise ValueError(f"study.executor.devices_per_run={per_run}: TPU runs take "
+        raise ConfigError(f"study.executor.devices_per_run={per_run}: TPU runs take "
                          f"{sorted(TPU_CHIP_BOUNDS)} chips")
     return [{"TPU_VISIBLE_CHIPS": ",".join(g), "TPU_VISIBLE_DEVICES": ",".join(g),
              "TPU_CHIPS_PER_PROCESS_BOUNDS": TPU_CHIP_BOUNDS[per_run],
@@ -175,9 +176,8 @@ def _raise_interrupt(signum, frame):
 # -- submitit ------------------------------------------------------------------------------
 def _submitit_job(member_dir: str) -> dict:
     """What a submitit job runs (module-level so that it pickles by reference)."""
-    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
-        os.environ.setdefault("JAX_DISTRIBUTED", "1")
-    return runner.run_member(member_dir)
+    multi_task = int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+    return runner.run_member(member_dir, auto_distributed=multi_task)
 
 
 class SubmititExecutor:
@@ -187,7 +187,7 @@ class SubmititExecutor:
         try:
             import submitit
         except ImportError:
-            raise ValueError("study.executor.name='submitit' needs submitit: "
+            raise ConfigError("study.executor.name='submitit' needs submitit: "
                              "pip install 'submitit>=1.5'") from None
         self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster or None)
         self.executor.update_parameters(**params)
@@ -220,7 +220,7 @@ def make_executor(study, workdir: str, log=print):
     ex = study.executor
     name = str(ex.get("name", "local"))
     if name not in EXECUTORS:
-        raise ValueError(f"study.executor.name={name!r}: valid {', '.join(EXECUTORS)}")
+        raise ConfigError(f"study.executor.name={name!r}: valid {', '.join(EXECUTORS)}")
     if name == "submitit":
         params = dict(ex.submitit.to_dict()) if ex.get("submitit") is not None else {}
         cluster = params.pop("cluster", None)

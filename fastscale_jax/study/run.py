@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import time
 
+from fastscale_jax.errors import ConfigError, TrainingError
 from fastscale_jax.study import collect, executors, grid, plots, runner
 
 METRICS = ("top1", "ema_top1")
 
 
-class StudyFailedError(ValueError):
-    """Every run of the study failed (ValueError, so launch.py prints it and exits 2)."""
+class StudyFailedError(TrainingError):
+    """Every run of the study failed."""
 
 
 def _progress(total, counter, log):
@@ -39,9 +40,9 @@ def _progress(total, counter, log):
 def _validate(config) -> str:
     metric = str(config.study.get("metric") or "top1")
     if metric not in METRICS:
-        raise ValueError(f"study.metric={metric!r}: valid {', '.join(METRICS)}")
+        raise ConfigError(f"study.metric={metric!r}: valid {', '.join(METRICS)}")
     if metric == "ema_top1" and not float(config.train.get("ema_decay") or 0) > 0:
-        raise ValueError("study.metric='ema_top1' needs train.ema_decay > 0")
+        raise ConfigError("study.metric='ema_top1' needs train.ema_decay > 0")
     return metric
 
 
@@ -67,10 +68,10 @@ def _check_names(members, workdir: str) -> None:
         folded.setdefault(m.name.casefold(), []).append(m.name)
     clash = next((v for v in folded.values() if len(v) > 1), None)
     if clash and _case_insensitive(workdir):
-        raise ValueError(f"study.kinds: runs {clash[0]!r} and {clash[1]!r} would share one folder "
+        raise ConfigError(f"family.kinds: runs {clash[0]!r} and {clash[1]!r} would share one folder "
                          f"on this case-insensitive filesystem ({workdir}); use a --workdir on "
                          "a case-sensitive filesystem, or strategies whose names differ in more "
-                         "than case (dWr is study.alphas=(0.8,))")
+                         "than case (dWr is family.alphas=(0.8,))")
 
 
 def prepare(config, workdir: str) -> tuple[list, list[tuple]]:
@@ -128,8 +129,8 @@ def summarize(config, workdir, members, metric="top1", *, log=print,
         f.write(table + "\n")
     log(table)
     base = members[0].base if members else ""
-    bk = config.study.get("base_kind")
-    title = base + (f" x{config.study.base_factor:g} {bk}" if bk else "")
+    bk = config.family.get("base_kind")
+    title = base + (f" x{config.family.base_factor:g} {bk}" if bk else "")
     pngs = plots.plot_study(workdir, aggs, rows, title=f"{title} ({config.data.name})")
     log("wrote " + ", ".join(os.path.basename(p) for p in (*paths, "study_table.txt", *pngs)))
     done = [r for r in rows if r["status"] == "done"]

@@ -60,11 +60,15 @@ def _is_main_task() -> bool:
     return True
 
 
-def run_member(member_dir: str) -> dict:
-    """Train the member stored in member_dir (in this process); returns and writes its status."""
+def run_member(member_dir: str, *, auto_distributed: bool = False) -> dict:
+    """Train the member stored in member_dir (in this process); returns and writes its status.
+    auto_distributed: a multi-task job (SLURM) trains with config.distributed.auto=True."""
     with open(os.path.join(member_dir, RUN_FILE), "rb") as f:
         run = pickle.load(f)
     config, spec = run["config"], run["spec"]
+    if auto_distributed:
+        with config.unlocked():
+            config.distributed.auto = True
     prev = read_status(member_dir) or {}
     status = {"status": "running", "error": "", "attempt": int(prev.get("attempt", 0)) + 1,
               "pid": os.getpid(),
@@ -74,9 +78,9 @@ def run_member(member_dir: str) -> dict:
         write_status(member_dir, status)
     t0 = time.time()
     try:
-        from fastscale_jax import main as fs_main
+        from fastscale_jax import memory
 
-        print(fs_main.tune_host_malloc(config, "train"), flush=True)  # before JAX starts
+        print(fs_memory.tune_host_malloc(config, "train"), flush=True)  # before JAX starts
         from fastscale_jax.train import train_and_evaluate
 
         result = train_and_evaluate(config, member_dir, spec=spec)

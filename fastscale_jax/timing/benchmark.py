@@ -1,7 +1,7 @@
 """`--mode benchmark`: time a model or a family of models and write tables, plots and fits.
 
     python launch.py --config configs/alpha_sweep.py --mode benchmark --workdir runs/sweep \
-        --config.timing.batch_size=2 --config.family.base_resolution=64 --config.timing.iters=3
+        --config.timing.batch_size=2 --config.model.resolution=64 --config.timing.iters=3
 
 Writes to workdir:
   benchmark.csv / benchmark.json   one row per model: labels, analytic flops (multiply-adds) /
@@ -30,6 +30,7 @@ import math
 import os
 
 from fastscale_jax.complexity import complexity
+from fastscale_jax.errors import TrainingError
 from fastscale_jax.timing.fit import fit_all, format_fit
 from fastscale_jax.timing.measure import environment, time_model
 from fastscale_jax.timing.programs import timing_settings
@@ -37,9 +38,8 @@ from fastscale_jax.timing.programs import timing_settings
 _ENV_KEYS = ("device_kind", "backend", "jax", "jaxlib", "flax")
 
 
-class AllModelsFailedError(RuntimeError, ValueError):
-    """No model of the benchmark could be timed (ValueError too: launch.py prints one line
-    and exits with status 2)."""
+class AllModelsFailedError(TrainingError):
+    """No model of the benchmark could be timed."""
 
 
 def _fmt_err(e: BaseException) -> str:
@@ -168,19 +168,19 @@ def summary_table(rows: list[dict], modes) -> str:
 
 
 def run_benchmark(config, workdir: str, progress: bool = True) -> dict:
-    """Benchmark config's model or family (config.resolve_family); write results to workdir.
+    """Benchmark config's model or family (fastscale_jax.sweep); write results to workdir.
 
     Returns {'rows', 'fits', 'files', 'env'}. Global settings (dtype, modes, batch size vs
     device count) are checked first and raise ValueError; per-model failures go in the rows.
     """
-    from fastscale_jax import config as config_lib
+    from fastscale_jax import sweep
     from fastscale_jax.timing.plots import family_plots, runtime_vs_complexity
 
     import jax
 
     settings = timing_settings(config)
     dtype, modes = settings["dtype"], settings["modes"]
-    family = config_lib.resolve_family(config)
+    family = sweep.resolve_family(config)
     env = environment(jax.local_devices()[:settings["num_devices"]])
     print(f"benchmark: {len(family)} model(s) on {env['num_devices']} x {env['device_kind']} "
           f"({env['backend']}), batch {settings['batch_size']}, {dtype}, modes {modes}, "

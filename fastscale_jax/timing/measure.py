@@ -241,7 +241,7 @@ def time_model(spec, config=None, *, on_stage: Callable[[str], Any] | None = Non
     stage = on_stage or (lambda text: None)
     try:
         stage("init")
-        state0 = host_state(steps, spec.resolution, s["seed"])
+        state0 = host_state(steps, spec, s["seed"])
     except Exception as e:  # noqa: BLE001
         for r in results.values():
             r.error = _short_error(e, "init")

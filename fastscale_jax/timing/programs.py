@@ -9,9 +9,10 @@ fastscale_jax.timing.measure times these programs (time_model).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+
+from fastscale_jax.data.config import check_divisible
+from fastscale_jax.errors import ConfigError
 
 MODES = ("inference", "fwd_bwd", "train_step")
 
@@ -23,13 +24,13 @@ def check_resolution(spec, resolution: int) -> int:
     from fastscale_jax.specs import MIN_RESOLUTION
 
     if not isinstance(resolution, (int, np.integer)) or isinstance(resolution, bool):
-        raise ValueError(f"resolution must be an int, got {resolution!r}")
+        raise ConfigError(f"resolution must be an int, got {resolution!r}")
     stride = total_stride(spec)
     if resolution < MIN_RESOLUTION:
-        raise ValueError(f"{spec.name}: resolution {resolution} is below the minimum "
+        raise ConfigError(f"{spec.name}: resolution {resolution} is below the minimum "
                          f"{MIN_RESOLUTION} px")
     if resolution < stride:
-        raise ValueError(f"{spec.name}: resolution {resolution} is too small: the network "
+        raise ConfigError(f"{spec.name}: resolution {resolution} is too small: the network "
                          f"downsamples by {stride}, leaving {resolution / stride:.2g} px in its "
                          f"last stage (need >= {stride})")
     return int(resolution)
@@ -58,26 +59,24 @@ def timing_settings(config=None, **overrides) -> dict:
     s.update(conv_impl=config.model.conv_impl, seed=int(config.seed))
     bad = sorted(set(overrides) - set(s))
     if bad:
-        raise ValueError(f"unknown timing setting {bad[0]!r}; valid: {', '.join(sorted(s))}")
+        raise ConfigError(f"unknown timing setting {bad[0]!r}; valid: {', '.join(sorted(s))}")
     s.update(overrides)
     s["dtype"] = np.dtype(resolve_dtype(s["dtype"] or config.model.dtype)).name
     s["modes"] = (s["modes"],) if isinstance(s["modes"], str) else tuple(s["modes"])
     bad = [m for m in s["modes"] if m not in MODES]
     if bad or not s["modes"]:
-        raise ValueError(f"unknown timing mode {bad[0] if bad else None!r}; valid: {MODES}")
+        raise ConfigError(f"unknown timing mode {bad[0] if bad else None!r}; valid: {MODES}")
     s["num_devices"] = 1 if s["num_devices"] is None else s["num_devices"]
     for name, lo in (("batch_size", 1), ("iters", 1), ("windows", 1), ("warmup", 0),
                      ("num_devices", 1), ("dataset_size", 1)):
         v = s[name]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"timing.{name} must be an int >= {lo}, got {v!r}")
+            raise ConfigError(f"timing.{name} must be an int >= {lo}, got {v!r}")
     available = jax.local_devices()
     if s["num_devices"] > len(available):
-        raise ValueError(f"timing.num_devices={s['num_devices']} but only {len(available)} "
+        raise ConfigError(f"timing.num_devices={s['num_devices']} but only {len(available)} "
                          f"local {available[0].platform} device(s) are available")
-    if s["batch_size"] % s["num_devices"]:
-        raise ValueError(f"timing.batch_size {s['batch_size']} is not divisible by "
-                         f"timing.num_devices {s['num_devices']}")
+    check_divisible("timing.batch_size", s["batch_size"], s["num_devices"], "timing.num_devices")
     return s
 
 
@@ -92,18 +91,17 @@ def _recipe(config, s: dict):
     return cfg
 
 
-def host_state(steps, resolution: int, seed: int):
-    """A TrainState of random host values (host_init) with the optimizer's initial state."""
+def host_state(steps, spec, seed: int):
+    """A TrainState of random host values (models.host_init, the models' init rule) with the
+    optimizer's initial state (train.state.new_state)."""
     import jax
 
-    from fastscale_jax.train.state import TrainState
+    from fastscale_jax.models.host_init import host_variables
+    from fastscale_jax.train.state import new_state
 
-    variables = host_init(steps.model, resolution, seed)
-    params, stats = variables["params"], variables.get("batch_stats", {})
-    ema = {"params": params, "batch_stats": stats} if steps.ema else {}
-    return TrainState(step=np.zeros((), np.int32), params=params, batch_stats=stats,
-                      opt_state=jax.device_get(jax.jit(steps.tx.init)(params)), ema=ema,
-                      rng=np.asarray(jax.random.PRNGKey(seed + 1)))
+    state = new_state(host_variables(spec, seed), steps.tx,
+                      rng=np.asarray(jax.random.PRNGKey(seed + 1)), ema=steps.ema)
+    return jax.device_get(state)
 
 
 def host_batch(s: dict, resolution: int, num_classes: int) -> dict:
@@ -135,35 +133,6 @@ def timed_steps(spec, config=None, **overrides):
     return s, spec, cfg, par, setup.build_steps(cfg, spec, sizes, par)
 
 
-def host_init(model, resolution: int, seed: int = 0) -> dict:
-    """Random variables for `model` built on the host with numpy: the tree structure and shapes
-    come from jax.eval_shape(model.init) (nothing is compiled), kernels are He-normal
-    (std sqrt(2 / fan_in)), BN scale / running var ones, biases / running means zeros.
-
-    flax's own init traces every RNG op and takes tens of seconds per big model on a CPU;
-    the values do not change the timing, so benchmarks use this instead.
-    """
-    import jax
-
-    x = jax.ShapeDtypeStruct((1, resolution, resolution, 3), np.float32)
-    shapes = jax.eval_shape(functools.partial(model.init, train=False),
-                            jax.random.PRNGKey(0), x)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, sd):
-        last = path[-1]
-        name = str(getattr(last, "key", getattr(last, "name", last)))
-        shape, dt = tuple(sd.shape), np.dtype(sd.dtype)
-        if name in ("scale", "var"):
-            return np.ones(shape, dt)
-        if name in ("bias", "mean") or len(shape) < 2:
-            return np.zeros(shape, dt)
-        fan_in = int(np.prod(shape[:-1])) or 1
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dt)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 def lower(spec, mode: str = "train_step", config=None, **overrides):
     """The Lowered program time_model(spec, config, **overrides) compiles for `mode`, from
     abstract values with the same shapes and placement (nothing is allocated or initialised):
@@ -171,20 +140,17 @@ def lower(spec, mode: str = "train_step", config=None, **overrides):
     import jax
     import jax.numpy as jnp
 
-    from fastscale_jax.train.state import TrainState
+    from fastscale_jax.train.state import new_state
 
     s, spec, cfg, par, steps = timed_steps(spec, config, **overrides)
     if mode not in MODES:
-        raise ValueError(f"unknown timing mode {mode!r}; valid: {MODES}")
+        raise ConfigError(f"unknown timing mode {mode!r}; valid: {MODES}")
     r = spec.resolution
 
     def init():
         x = jnp.zeros((1, r, r, 3), jnp.float32)
-        v = steps.model.init(jax.random.PRNGKey(0), x, train=False)
-        p, b = v["params"], v.get("batch_stats", {})
-        return TrainState(step=jnp.zeros((), jnp.int32), params=p, batch_stats=b,
-                          opt_state=steps.tx.init(p), rng=jax.random.PRNGKey(0),
-                          ema={"params": p, "batch_stats": b} if steps.ema else {})
+        return new_state(steps.model.init(jax.random.PRNGKey(0), x, train=False), steps.tx,
+                         rng=jax.random.PRNGKey(0), ema=steps.ema)
 
     d, b = s["num_devices"], s["batch_size"] // s["num_devices"]
     batch = {"image": jax.ShapeDtypeStruct((d, b, r, r, 3), np.float32),

@@ -19,6 +19,7 @@ Safety (nothing lost, nothing silent):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -31,9 +32,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from fastscale_jax.errors import ConfigError, TrainingError, WorkdirError
 
-class CheckpointSaveError(RuntimeError, ValueError):
-    """Writing a checkpoint failed (ValueError too, so launch.py prints one line)."""
+
+class CheckpointSaveError(TrainingError):
+    """Writing a checkpoint failed (disk full, permissions); the previous one is kept."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -48,30 +51,23 @@ def validate(ckpt_cfg) -> None:
     """ValueError for checkpoint settings that cannot be honoured (before any work)."""
     keep, every = ckpt_cfg.keep, ckpt_cfg.every_steps
     if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 1:
-        raise ValueError(f"checkpoint.keep={keep!r} must be an integer >= 1 (how many recent "
+        raise ConfigError(f"checkpoint.keep={keep!r} must be an integer >= 1 (how many recent "
                          "checkpoints to keep; 0 would delete every one)")
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"checkpoint.every_steps={every!r} must be an integer >= 1 (train "
+        raise ConfigError(f"checkpoint.every_steps={every!r} must be an integer >= 1 (train "
                          "steps between checkpoints)")
 
 
-def _drop_closed_loop_errors():
-    """After a failed async write, tensorstore completes its pending writes into orbax's
-    already closed event loop and prints one 'Event loop is closed' traceback for each
-    (hundreds); the failure itself is reported once as CheckpointSaveError. Drop those."""
-    import sys
-
-    hook = sys.unraisablehook
-    if getattr(hook, "_drops_closed_loop", False):
-        return
-
+def _drops_closed_loop_errors(hook):
+    """A sys.unraisablehook that drops tensorstore's 'Event loop is closed' records: after a
+    failed async write, tensorstore completes its pending writes into orbax's already closed
+    event loop and prints one traceback for each (hundreds); the failure itself is reported
+    once, as CheckpointSaveError."""
     def unraisablehook(u):
         if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed":
             return
         hook(u)
-
-    unraisablehook._drops_closed_loop = True
-    sys.unraisablehook = unraisablehook
+    return unraisablehook
 
 
 class _NoOrbaxTracebacks:
@@ -83,17 +79,29 @@ class _NoOrbaxTracebacks:
         return not (record.exc_info and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
 
 
-def quiet_orbax_logs():
-    """Orbax logs every save at absl INFO; keep the console to warnings and up."""
+@contextlib.contextmanager
+def quiet_orbax():
+    """For the block: orbax's per-save INFO lines (absl) and its repeated tracebacks of a
+    failed save are dropped (the failure is reported once, as CheckpointSaveError); the
+    process's logging and sys.unraisablehook are restored on exit. The training loop holds it
+    around a run; the Checkpointer itself changes no process state."""
     import logging
+    import sys
 
     from absl import logging as absl_logging
 
-    if absl_logging.get_verbosity() >= absl_logging.INFO:
+    verbosity, hook = absl_logging.get_verbosity(), sys.unraisablehook
+    logger, flt = logging.getLogger("absl"), _NoOrbaxTracebacks()
+    if verbosity >= absl_logging.INFO:
         absl_logging.set_verbosity(absl_logging.WARNING)
-    logger = logging.getLogger("absl")
-    if not any(isinstance(f, _NoOrbaxTracebacks) for f in logger.filters):
-        logger.addFilter(_NoOrbaxTracebacks())
+    logger.addFilter(flt)
+    sys.unraisablehook = _drops_closed_loop_errors(hook)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)
+        sys.unraisablehook = hook
+        absl_logging.set_verbosity(verbosity)
 
 
 def _short(e: BaseException, n: int = 200) -> str:
@@ -110,10 +118,8 @@ class Checkpointer:
     def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
                  read_only: bool = False):
         if int(keep) < 1:
-            raise ValueError(f"checkpoint.keep={keep} must be >= 1 (0 would delete every "
+            raise ConfigError(f"checkpoint.keep={keep} must be >= 1 (0 would delete every "
                              "checkpoint)")
-        quiet_orbax_logs()
-        _drop_closed_loop_errors()
         self.directory = checkpoint_dir(workdir)
         self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
@@ -213,7 +219,7 @@ def state_from_tree(template, tree: dict, step=None):
     bad = sorted(set(want) ^ set(got))
     bad += [k for k in want if k in got and np.shape(want[k]) != np.shape(got[k])]
     if bad:
-        raise ValueError(
+        raise WorkdirError(
             f"checkpoint step {step} does not match this run's train state (e.g. {bad[:3]}); "
             "was it written with another optim.name or train.ema_decay? Use the same settings "
             "or a new --workdir")
@@ -249,7 +255,7 @@ def _check_model(meta: dict, spec, step, workdir):
                       if theirs.get(k) != mine["spec"].get(k))
         detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs config {mine['spec'].get(k)!r}"
                            for k in diff[:4])
-        raise ValueError(
+        raise WorkdirError(
             f"--workdir {workdir} holds a checkpoint (step {step}) of a different model "
             f"({meta.get('model')!r}; this config builds {spec.name!r}). Differences: {detail}. "
             "Use a new --workdir, or delete its checkpoints/ folder to start over.")
@@ -288,7 +294,7 @@ def latest_intact(ckpt: Checkpointer, spec, workdir: str, *, move_broken: bool =
         step, tree = None, None
     if broken and step is None:
         steps = ", ".join(str(s) for s, _ in broken)
-        raise ValueError(
+        raise WorkdirError(
             f"no intact checkpoint in {ckpt.directory}: step(s) {steps} cannot be read "
             f"({broken[0][1]}). Delete the broken step folders (or the whole checkpoints/ "
             "folder to start over), or use a new --workdir")

@@ -3,7 +3,7 @@
 Set config.distributed.coordinator_address ('host:port'), .num_processes and .process_id
 (or the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); on
 TPU pods and SLURM/GPU clusters jax.distributed.initialize() finds them itself (set
-JAX_DISTRIBUTED=1 to call it without arguments). On CPU, cross-process collectives need
+config.distributed.auto=True, or JAX_DISTRIBUTED=1, to call it without arguments). On CPU, cross-process collectives need
 jax_cpu_collectives_implementation='gloo' (config.distributed.cpu_collectives).
 Must run before anything touches a jax device.
 """
@@ -11,6 +11,8 @@ Must run before anything touches a jax device.
 from __future__ import annotations
 
 import os
+
+from fastscale_jax.errors import ConfigError
 
 _initialized = False
 
@@ -28,7 +30,8 @@ def maybe_initialize(dist_cfg) -> bool:
     addr = addr or os.environ.get("JAX_COORDINATOR_ADDRESS")
     num = num if num is not None else _int_env("JAX_NUM_PROCESSES")
     pid = pid if pid is not None else _int_env("JAX_PROCESS_ID")
-    auto = os.environ.get("JAX_DISTRIBUTED", "") not in ("", "0")
+    auto = bool(dist_cfg.get("auto")) if dist_cfg is not None else False
+    auto = auto or os.environ.get("JAX_DISTRIBUTED", "") not in ("", "0")
     if not addr and not auto:
         return False
     impl = dist_cfg.get("cpu_collectives") if dist_cfg is not None else "gloo"
@@ -36,7 +39,7 @@ def maybe_initialize(dist_cfg) -> bool:
         jax.config.update("jax_cpu_collectives_implementation", impl)
     if addr:
         if num is None or pid is None:
-            raise ValueError("distributed.coordinator_address needs distributed.num_processes "
+            raise ConfigError("distributed.coordinator_address needs distributed.num_processes "
                              "and distributed.process_id (or JAX_NUM_PROCESSES / JAX_PROCESS_ID)")
         jax.distributed.initialize(coordinator_address=addr, num_processes=int(num),
                                    process_id=int(pid))

@@ -16,11 +16,13 @@ import math
 
 import numpy as np
 
+from fastscale_jax.errors import DivergedError
+
 from fastscale_jax.train import checkpoint as ckpt_lib
 
 
-class NonFiniteLossError(FloatingPointError, ValueError):
-    """The training loss became NaN or inf (ValueError too, so launch.py prints one line)."""
+class NonFiniteLossError(DivergedError):
+    """The training loss became NaN or inf, or diverged."""
 
 
 class LossGuard:

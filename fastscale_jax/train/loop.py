@@ -33,10 +33,10 @@ import os
 import time
 from typing import Any
 
-import numpy as np
-
+from fastscale_jax.errors import DataError, MissingPathError, WorkdirError
 from fastscale_jax import memory
 from fastscale_jax import workdir as workdir_lib
+from fastscale_jax.data.config import stream_seeds
 from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import losses, setup
 from fastscale_jax.train.distributed import maybe_initialize
@@ -45,6 +45,9 @@ from fastscale_jax.train.preemption import SigTerm
 from fastscale_jax.train.progress import EpochBar, LogWindow, Throughput
 
 __all__ = ["NonFiniteLossError", "evaluate", "train_and_evaluate"]
+
+# oneDNN's layout choices of a run with model.onednn_layout='tune' (read back on resume)
+LAYOUT_RECORD = "onednn_layouts.txt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _open_checkpoints(config, workdir: str, run: _Run, *, for_eval: bool):
             multihost_utils.sync_global_devices("fastscale_jax: checkpoints checked")
             ckpt.manager.reload()
         if latest is not None and not for_eval and not config.checkpoint.resume:
-            raise ValueError(f"--workdir {workdir} already has checkpoints (latest step "
+            raise WorkdirError(f"--workdir {workdir} already has checkpoints (latest step "
                              f"{latest}) and checkpoint.resume=False; use a new --workdir "
                              "or delete its checkpoints/ folder")
     except BaseException:
@@ -121,17 +124,12 @@ def _initial_state(config, run: _Run, steps: setup.Steps, par, latest, tree):
     return par.put_state(state)
 
 
-def _stream_seed(seed: int, step: int) -> int:
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(step)])
-               .generate_state(1)[0] & 0x7FFFFFFF)
-
-
 def _train_stream(config, run: _Run, step: int):
     """The training stream positioned at `step`: its segment's stream, skipped ahead."""
     start = step - step % run.sizes.ckpt_every
     return iter(run.data.train_iterator(
         config.data, global_batch_size=run.sizes.batch, image_size=int(run.spec.resolution),
-        seed=_stream_seed(config.data.seed, start), skip_batches=step - start))
+        seed=stream_seeds(config.data.seed, start)[0], skip_batches=step - start))
 
 
 def _evaluate(config, run: _Run, par, steps: setup.Steps, state) -> dict:
@@ -143,7 +141,7 @@ def _evaluate(config, run: _Run, par, steps: setup.Steps, state) -> dict:
         out = par.get_metrics(steps.eval(state, par.put_batch(batch)))
         total = out if total is None else {k: total[k] + out[k] for k in total}
     if not total or total["count"] == 0:
-        raise ValueError("the eval split is empty")
+        raise DataError("the eval split is empty")
     n = total["count"]
     prefixes = ("", "ema_") if steps.ema else ("",)
     return {"count": n, **{p + k: total[p + k] / n for p in prefixes
@@ -192,6 +190,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
     run = _setup(config, data, spec, for_eval=False)
     with contextlib.ExitStack() as stack:  # closes checkpoints, then releases the lock
         stack.enter_context(workdir_lib.lock(workdir, enabled=run.is_main))
+        stack.enter_context(ckpt_lib.quiet_orbax())
         ckpt, latest, tree = _open_checkpoints(config, workdir, run, for_eval=False)
         stack.callback(ckpt.close)  # also on errors: finishes in-flight async saves
         done = _finished(workdir, latest, run.sizes.total_steps)  # every process decides
@@ -203,7 +202,8 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
             return dict(done, already_finished=True, losses=[])
         _write_run_info(config, workdir, run)
         par = Parallel(config.parallel)
-        steps = setup.build_steps(config, run.spec, run.sizes, par)
+        steps = setup.build_steps(config, run.spec, run.sizes, par,
+                                  layout_record=os.path.join(workdir, LAYOUT_RECORD))
         state = _initial_state(config, run, steps, par, latest, tree)
         del tree
         if latest is not None and run.is_main:
@@ -317,13 +317,15 @@ def evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
 
     workdir_lib.prepare(workdir, create=False)
     run = _setup(config, data, spec, for_eval=True)
-    ckpt, latest, tree = _open_checkpoints(config, workdir, run, for_eval=True)
-    with contextlib.closing(ckpt):
+    with ckpt_lib.quiet_orbax():
+        ckpt, latest, tree = _open_checkpoints(config, workdir, run, for_eval=True)
+    with ckpt_lib.quiet_orbax(), contextlib.closing(ckpt):
         if latest is None:
-            raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first "
+            raise MissingPathError(f"no checkpoint in {ckpt.directory}; train first "
                                     "(--mode train) or point --workdir at a training run")
         par = Parallel(config.parallel)
-        steps = setup.build_steps(config, run.spec, run.sizes, par)
+        steps = setup.build_steps(config, run.spec, run.sizes, par,
+                                  layout_record=os.path.join(workdir, LAYOUT_RECORD))
         state = _initial_state(config, run, steps, par, latest, tree)
         res = _evaluate(config, run, par, steps, state)
     if run.is_main:

@@ -13,12 +13,14 @@ import math
 import jax.numpy as jnp
 import optax
 
+from fastscale_jax.errors import ConfigError
+
 LOSSES = ("ce", "bce")
 
 
 def validate(name: str) -> None:
     if name not in LOSSES:
-        raise ValueError(f"unknown train.loss={name!r}; valid: {', '.join(LOSSES)}")
+        raise ConfigError(f"unknown train.loss={name!r}; valid: {', '.join(LOSSES)}")
 
 
 def divergence_limit(num_classes: int) -> float:

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fastscale_jax.errors import ConfigError
+
 OPTIMIZERS = ("sgd", "lamb", "adamw")
 SCHEDULES = ("cosine", "constant", "linear")
 WD_MASKS = ("kernels", "all")
@@ -38,7 +40,7 @@ WARMUP_STYLES = ("prefix", "pycls")
 
 def _choice(field, value, valid):
     if value not in valid:
-        raise ValueError(f"unknown {field}={value!r}; valid: {', '.join(valid)}")
+        raise ConfigError(f"unknown {field}={value!r}; valid: {', '.join(valid)}")
 
 
 def validate(optim_cfg) -> None:
@@ -50,11 +52,11 @@ def validate(optim_cfg) -> None:
     for field in ("base_lr", "base_batch_size"):
         v = optim_cfg[field]
         if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"optim.{field}={v} must be a finite number > 0")
+            raise ConfigError(f"optim.{field}={v} must be a finite number > 0")
     for field in ("warmup_epochs", "warmup_steps"):
         v = optim_cfg.get(field)
         if v is not None and not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"optim.{field}={v} must be >= 0")
+            raise ConfigError(f"optim.{field}={v} must be >= 0")
 
 
 def peak_lr(optim_cfg, global_batch_size: int) -> float:

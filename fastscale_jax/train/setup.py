@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from fastscale_jax.data.config import check_divisible
+from fastscale_jax.errors import ConfigError
 from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import losses, optim
 from fastscale_jax.train.step import validate_parallel
@@ -23,22 +25,38 @@ from fastscale_jax.train.step import validate_parallel
 def _validate_train(tcfg) -> None:
     n = tcfg.get("num_train_steps")
     if n is not None and n < 1:
-        raise ValueError(f"train.num_train_steps={n} must be >= 1 (or unset it: train.epochs "
+        raise ConfigError(f"train.num_train_steps={n} must be >= 1 (or unset it: train.epochs "
                          "then sets the run length)")
     if n is None and not tcfg.epochs > 0:
-        raise ValueError(f"train.epochs={tcfg.epochs} must be > 0")
+        raise ConfigError(f"train.epochs={tcfg.epochs} must be > 0")
     if not 0.0 <= float(tcfg.ema_decay) < 1.0:
-        raise ValueError(f"train.ema_decay={tcfg.ema_decay} must be in [0, 1) (0 = no EMA; "
+        raise ConfigError(f"train.ema_decay={tcfg.ema_decay} must be in [0, 1) (0 = no EMA; "
                          "e.g. 0.9999)")
     for name in ("global_batch_size", "eval_batch_size"):
         if tcfg.get(name) is not None and tcfg.get(name) < 1:
-            raise ValueError(f"train.{name}={tcfg.get(name)} must be >= 1")
+            raise ConfigError(f"train.{name}={tcfg.get(name)} must be >= 1")
+
+
+def _validate_model(mcfg) -> None:
+    from fastscale_jax.config import CONV_IMPL_ENV
+    from fastscale_jax.models import resolve_dtype
+    from fastscale_jax.ops.conv import impls
+
+    from fastscale_jax.cpu.onednn import LAYOUTS
+
+    resolve_dtype(mcfg.dtype)
+    if mcfg.get("onednn_layout", "nhwc") not in LAYOUTS:
+        raise ConfigError(f"model.onednn_layout={mcfg.onednn_layout!r}: valid {', '.join(LAYOUTS)}")
+    if mcfg.conv_impl not in impls():
+        raise ConfigError(f"model.conv_impl={mcfg.conv_impl!r}: valid {', '.join(impls())} (its "
+                          f"default comes from ${CONV_IMPL_ENV} when that is set)")
 
 
 def validate_config(config, num_devices: int) -> None:
     """ValueError naming the field and the fix for any train / optim / checkpoint / parallel
     setting that cannot be honoured (batches must split over `num_devices`). The only place
     these sections are validated: the builders below assume a validated config."""
+    _validate_model(config.model)
     optim.validate(config.optim)
     losses.validate(config.train.loss)
     validate_parallel(config.parallel)
@@ -47,10 +65,7 @@ def validate_config(config, num_devices: int) -> None:
     batch = int(config.train.global_batch_size)
     for name, b in (("train.global_batch_size", batch),
                     ("train.eval_batch_size", int(config.train.get("eval_batch_size") or batch))):
-        if b % num_devices:
-            lo = max(num_devices, b // num_devices * num_devices)
-            raise ValueError(f"{name}={b} is not divisible by the number of devices "
-                             f"({num_devices}); use a multiple, e.g. {lo}")
+        check_divisible(name, b, num_devices, "the number of devices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +110,7 @@ def resolve_spec(config, num_classes: int, spec=None):
     if spec.num_classes == num_classes:
         return spec
     if config.model.get("num_classes") is not None:
-        raise ValueError(f"model.num_classes={spec.num_classes} but the dataset has "
+        raise ConfigError(f"model.num_classes={spec.num_classes} but the dataset has "
                          f"{num_classes} classes; set --config.model.num_classes={num_classes}")
     return spec.replace(num_classes=int(num_classes))
 
@@ -112,12 +127,16 @@ class Steps:
     ema: bool                   # the state carries EMA weights (train.ema_decay > 0)
 
 
-def build_steps(config, spec, sizes: Sizes, par) -> Steps:
+def build_steps(config, spec, sizes: Sizes, par, *, layout_record: str | None = None) -> Steps:
     """The model, schedule, optimizer and the train / eval / gradient steps compiled by `par`
-    (a step.Parallel) from the config's recipe (model.dtype / conv_impl, train.*, optim.*)."""
+    (a step.Parallel) from the config's recipe (model.dtype / conv_impl / onednn_layout,
+    train.*, optim.*). layout_record: where oneDNN records its layout choices with
+    model.onednn_layout='tune' (the trainer: WORKDIR/onednn_layouts.txt)."""
     from fastscale_jax.models import build_model
+    from fastscale_jax.ops.conv import configure_cpu
     from fastscale_jax.train import step as step_lib
 
+    configure_cpu(config.model.get("onednn_layout", "nhwc"), layout_record)
     kw = dict(dtype=config.model.dtype, conv_impl=config.model.conv_impl)
     model = build_model(spec, **kw)
     train_model = build_model(

@@ -27,6 +27,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fastscale_jax.errors import ConfigError
 from fastscale_jax.train import losses, mixing
 from fastscale_jax.train.state import TrainState
 
@@ -37,7 +38,7 @@ PARALLEL_MODES = ("pmap", "shard_map")
 def validate_parallel(mode: str) -> None:
     """Raise a ValueError naming the valid choices if `mode` is not a parallel mode."""
     if mode not in PARALLEL_MODES:
-        raise ValueError(f"unknown parallel={mode!r}; valid: {', '.join(PARALLEL_MODES)}")
+        raise ConfigError(f"unknown parallel={mode!r}; valid: {', '.join(PARALLEL_MODES)}")
 
 
 def _ema_decay(step, decay: float, warmup: bool):

@@ -71,24 +71,28 @@ memory::desc KernelMd(const Problem& p, bool any) {
 }
 
 // Activation layout: our NHWC buffers used directly, or the layout oneDNN prefers (blocked
-// channels, e.g. nChw8c) with reorders in and out. Which is faster depends on the shape;
-// $FASTSCALE_ONEDNN_LAYOUT = nhwc | blocked | tune (default: time both on first use).
-// The two layouts sum in different orders, so their results differ in the last bits: a
-// choice made by timing would make a run's numerics depend on timing noise. With tune, each
-// choice is therefore recorded in $FASTSCALE_ONEDNN_LAYOUT_FILE (set by onednn.py, one file
-// per build of this library) the first time a problem is seen on a machine, and every later
-// process reads it from there: the same problem always runs the same kernel.
-enum class Layout { kNhwc, kBlocked, kTune };
+// channels, e.g. nChw8c) with reorders in and out. Which is faster depends on the shape. The
+// two layouts sum in different orders, so their results differ in the last bits: a choice
+// made by timing would make a run's numerics depend on timing noise. The layout is therefore
+// a setting of the run (FastscaleOnednnConfigure, called by onednn.py from the config):
+// nhwc (the default) or blocked for every problem, or tune: time both the first time a
+// problem is seen and record the choice in the run's record file (in its workdir), which a
+// resumed run reads back, so the same problem always runs the same kernel within a run.
+enum class Layout { kNhwc = 0, kBlocked = 1, kTune = 2 };
 
-Layout LayoutSetting() {
-  static const Layout layout = [] {
-    const char* v = std::getenv("FASTSCALE_ONEDNN_LAYOUT");
-    std::string s = v == nullptr ? "" : v;
-    if (s == "nhwc") return Layout::kNhwc;
-    if (s == "blocked") return Layout::kBlocked;
-    return Layout::kTune;
-  }();
-  return layout;
+struct Settings {
+  Layout layout = Layout::kNhwc;
+  std::string record;  // tune: the file of recorded choices ('' = none: tune every process)
+};
+
+std::mutex& SettingsMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+Settings& CurrentSettings() {
+  static Settings settings;
+  return settings;
 }
 
 enum class Op { kForward, kInputGrad, kKernelGrad };
@@ -230,11 +234,10 @@ double Seconds(const Entry& e, float* x, float* kernel, float* y) {
 // processes tuning the same problem wait, then read this one's choice), released on scope exit.
 class ChoiceFile {
  public:
-  ChoiceFile() {
-    const char* path = std::getenv("FASTSCALE_ONEDNN_LAYOUT_FILE");
-    if (path == nullptr || *path == '\0') return;
+  explicit ChoiceFile(const std::string& path) {
+    if (path.empty()) return;
     path_ = path;
-    fd_ = open(path, O_RDWR | O_CREAT | O_APPEND, 0644);
+    fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_APPEND, 0644);
     if (fd_ >= 0 && flock(fd_, LOCK_EX) != 0) {
       close(fd_);
       fd_ = -1;
@@ -279,8 +282,9 @@ std::string ChoiceKey(Op op, const Problem& p) {
 // With Layout::kTune: time both layouts on the call's own buffers (a warm-up and the best of
 // two runs each) and keep the faster, unless a choice for the problem is recorded; record it.
 // Every variant writes the full result.
-std::shared_ptr<Entry> Tune(Op op, const Problem& p, float* x, float* kernel, float* y) {
-  const ChoiceFile choices;
+std::shared_ptr<Entry> Tune(Op op, const Problem& p, float* x, float* kernel, float* y,
+                            const std::string& record) {
+  const ChoiceFile choices(record);
   const std::string key = ChoiceKey(op, p);
   const int known = choices.Find(key);
   if (known >= 0) return Build(op, p, known == 1);
@@ -302,16 +306,22 @@ std::shared_ptr<Entry> Tune(Op op, const Problem& p, float* x, float* kernel, fl
   return use_blocked ? blocked : nhwc;
 }
 
+// Built entries by (op, problem); cleared when the settings change.
+using EntryCache = std::map<std::pair<int, decltype(Problem{}.key())>, std::shared_ptr<Entry>>;
+
+EntryCache& Entries() {
+  static EntryCache cache;
+  return cache;
+}
+
 // The entry for (op, problem), built on first use (building JIT-compiles oneDNN kernels).
 std::shared_ptr<Entry> Lookup(Op op, const Problem& p, float* x, float* kernel, float* y) {
-  static std::mutex mu;
-  static std::map<std::pair<int, decltype(p.key())>, std::shared_ptr<Entry>> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto& slot = cache[{static_cast<int>(op), p.key()}];
+  std::lock_guard<std::mutex> lock(SettingsMutex());
+  auto& slot = Entries()[{static_cast<int>(op), p.key()}];
   if (slot) return slot;
-  const Layout layout = LayoutSetting();
-  slot = layout == Layout::kTune ? Tune(op, p, x, kernel, y)
-                                 : Build(op, p, layout == Layout::kBlocked);
+  const Settings& s = CurrentSettings();
+  slot = s.layout == Layout::kTune ? Tune(op, p, x, kernel, y, s.record)
+                                   : Build(op, p, s.layout == Layout::kBlocked);
   return slot;
 }
 
@@ -366,3 +376,15 @@ static auto Binding() {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FastscaleOnednnConvForward, Forward, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FastscaleOnednnConvInputGrad, InputGrad, Binding());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FastscaleOnednnConvKernelGrad, KernelGrad, Binding());
+
+// The run's layout setting (0 nhwc, 1 blocked, 2 tune) and, for tune, the file its choices are
+// recorded in ('' for none). Drops every built entry, so later calls follow the new setting.
+// Returns 0, or -1 for an unknown layout.
+extern "C" int FastscaleOnednnConfigure(int layout, const char* record) {
+  if (layout < 0 || layout > 2) return -1;
+  std::lock_guard<std::mutex> lock(SettingsMutex());
+  CurrentSettings().layout = static_cast<Layout>(layout);
+  CurrentSettings().record = record == nullptr ? "" : record;
+  Entries().clear();
+  return 0;
+}

@@ -1,9 +1,12 @@
-"""Training recipes shared by configs/*.py: functions that set config.train / optim / data.
+"""Training recipes shared by configs/*.py: functions that set config.train / optim / data
+(config code: it lives beside fastscale_jax/config.py, not in the training system).
 
 Where the numbers come from is said next to each; "ours" marks choices made here.
 """
 
 from __future__ import annotations
+
+from fastscale_jax.errors import ConfigError
 
 
 def rsb(c, procedure: str = "A2"):
@@ -19,7 +22,7 @@ def rsb(c, procedure: str = "A2"):
     """
     procedure = procedure.upper()
     if procedure not in ("A2", "A3"):
-        raise ValueError(f"unknown RSB procedure {procedure!r}; valid: A2, A3")
+        raise ConfigError(f"unknown RSB procedure {procedure!r}; valid: A2, A3")
     a2 = procedure == "A2"
     c.train.global_batch_size = 2048
     c.train.epochs = 300.0 if a2 else 100.0
