@@ -27,10 +27,13 @@ _ALIASES.update(zoo_aliases())
 
 
 def list_models(family: str | None = None) -> list[str]:
-    """Names of all zoo models (optionally those whose name starts with `family`, e.g. 'RegNetY')."""
+    """Names of all zoo models, or of one series: `family` is the part before the '-'
+    ('RegNetY', 'EfficientNet', 'EfficientNetV2'), else a prefix of the names ('RegNet')."""
     names = list(_ZOO)
     if family:
-        names = [n for n in names if n.lower().startswith(family.lower())]
+        f = family.lower()
+        exact = [n for n in names if n.split("-")[0].lower() == f]
+        names = exact or [n for n in names if n.lower().startswith(f)]
     return names
 
 

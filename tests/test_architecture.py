@@ -55,7 +55,8 @@ def test_nothing_outside_the_family_modules_branches_on_the_family():
     assert hits == []
 
 
-@pytest.mark.parametrize("name", ["RegNetY-200MF", "RegNetZ-500MF", "ResNet-50", "EfficientNet-B0"])
+@pytest.mark.parametrize("name", ["RegNetY-200MF", "RegNetZ-500MF", "ResNet-50", "EfficientNet-B0",
+                                  "EfficientNetV2-S"])
 def test_host_init_is_the_models_tree_with_the_models_init_rule(name):
     import jax
     import jax.numpy as jnp

@@ -45,9 +45,10 @@ def test_block_compatibility_half_to_even():
 
 def test_zoo_names_and_aliases():
     names = fs.list_models()
-    assert len(names) == 38
+    assert len(names) == 41
     assert len(fs.list_models("RegNetX")) == 12 and len(fs.list_models("RegNetY")) == 12
-    assert len(fs.list_models("EfficientNet")) == 6
+    assert len(fs.list_models("EfficientNet")) == 6 and len(fs.list_models("EfficientNetV2")) == 3
+    assert len(fs.list_models("RegNet")) == 26  # a prefix: every RegNet
     assert {"ResNet-50", "ResNeXt-152", "RegNetZ-500MF", "RegNetZ-4GF"} <= set(names)
     for alias in ("regnety_4.0gf", "regnety_4gf", "RegNetY-4.0GF", "REGNETY-4GF"):
         assert fs.get_model_spec(alias).name == "RegNetY-4.0GF"

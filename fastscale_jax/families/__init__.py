@@ -16,11 +16,11 @@ import dataclasses
 import functools
 
 from fastscale_jax.errors import ConfigError
-from fastscale_jax.families import anynet, effnet
+from fastscale_jax.families import anynet, effnet, effnetv2
 from fastscale_jax.families.base import Family
 from fastscale_jax.plan import part_weights, plan_stride
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (anynet.FAMILY, effnet.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (anynet.FAMILY, effnet.FAMILY, effnetv2.FAMILY)}
 
 
 def family_of(spec) -> Family:
