@@ -51,6 +51,9 @@ grammar --mode benchmark uses; fastscale_jax.sweep) times config.study.seeds:
                   (within family.tolerance, 5%), 'factor' applies the scaler to the factor
 study:
   seeds           seeds per model (>= 1; seed s sets config.seed and data.seed)
+  timed           after training, time every member's train step in one interleaved run
+                  (config.timing's warmup / iters / windows; study_timing.json): the table's,
+                  plots' and fit's epoch times (the runs' own throughput stays a column)
   metric          'top1' or 'ema_top1' (what the table and plots call error)
   collect_only    only collect / tabulate / plot what is there
   executor        name 'local' (one process per run; parallel over GPUs / TPU chips:
@@ -64,6 +67,7 @@ from ml_collections.config_dict import placeholder
 
 from fastscale_jax.configs import cifar10
 from fastscale_jax.config import base_config
+from fastscale_jax.errors import ConfigError
 from fastscale_jax import recipes
 
 
@@ -71,7 +75,7 @@ def get_config(arg=None):
     variant = (arg or "demo").strip().lower()
     variants = {"demo": demo_config, "cifar10": cifar10_config, "imagenet": imagenet_config}
     if variant not in variants:
-        raise ValueError(f"configs/study.py: unknown variant {arg!r}; valid: {', '.join(variants)}")
+        raise ConfigError(f"configs/study.py: unknown variant {arg!r}; valid: {', '.join(variants)}")
     return variants[variant]()
 
 
@@ -85,6 +89,7 @@ def study_section(c, base: str, kinds, factors, seeds: int) -> ml_collections.Co
     s.first_seed = 0
     s.metric = "top1"
     s.collect_only = False
+    s.timed = True                   # epoch times from one interleaved timing of every member
     e = s.executor = ml_collections.ConfigDict()
     e.name = "local"                 # 'local' | 'submitit'
     e.platform = "auto"              # local: 'auto' | 'cpu' | 'gpu' | 'tpu'

@@ -3,6 +3,7 @@
     import fastscale_jax as fs
     spec = fs.get_model_spec("RegNetZ-500MF")
     spec4 = fs.scale(spec, 4.0, "dWr")
+    fs.scale_to_time(spec, "40ms", "dWr", batch_size=128)   # measured on this machine
     fs.complexity(spec4)            # flops (multiply-adds), params, acts
     model = fs.build_model(spec4)   # flax.linen.Module
 
@@ -32,6 +33,10 @@ def __getattr__(name):  # lazy submodules that import jax / flax / torch-free co
 
     if name == "configs":
         return _configs()
+    if name in ("scale_to_time", "predict_to_time", "parse_budget"):  # they import jax
+        from fastscale_jax.timing import budget
+
+        return getattr(budget, name)
     if name in ("models", "convert", "timing", "ops", "train", "data", "cpu", "families", "errors"):
         return importlib.import_module(f"fastscale_jax.{name}")
     raise AttributeError(f"module 'fastscale_jax' has no attribute {name!r}")

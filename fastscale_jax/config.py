@@ -10,6 +10,8 @@ Config layout (ml_collections.ConfigDict):
   scaling.kind/.alpha   how to scale ('dWr', 'dwr', 'd1_w8_g8_r1', ... or alpha in [0, 1];
                         alpha, when set, replaces kind)
   scaling.factor/.flops how much (a flops factor, or a target like '4GF'); unset = no scaling
+  scaling.time          or a time budget ('40ms' per step, '1000img/s'), resolved on this
+                        machine by --mode select / train (fastscale_jax.timing.select)
   family.*              a set of models: the one sweep grammar of benchmarks, complexity
                         tables and studies (fastscale_jax.sweep)
   data, train, optim    input pipeline and training (fastscale_jax.data / fastscale_jax.train)
@@ -67,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.scaling.alpha = placeholder(float)
     c.scaling.factor = placeholder(float)
     c.scaling.flops = placeholder(str)
+    c.scaling.time = placeholder(str)        # a time budget ('40ms', '1000img/s'): measured
+    c.scaling.time_mode = "train_step"       # the step a time budget is for (timing modes)
+    c.scaling.time_tolerance = 0.05          # a measured time this close to it is a hit
 
     c.family = family_section()
 
@@ -100,6 +105,7 @@ def family_section() -> ml_collections.ConfigDict:
     f.alphas = placeholder(tuple)     # and / or alphas in [0, 1]
     f.factors = placeholder(tuple)    # flops factors of the base ...
     f.flops = placeholder(tuple)      # ... or flops targets ('4GF')
+    f.times = placeholder(tuple)      # ... or time budgets ('40ms'): --mode select measures
     f.match = "flops"                 # 'flops': every strategy at the same flops | 'factor'
     f.tolerance = 0.05                # match='flops': members further off are flagged
     return f
@@ -201,8 +207,13 @@ def resolve_spec(config):
     spec = get_model_spec(_get(config, "model.name"))
     kind, alpha = _get(config, "scaling.kind"), _get(config, "scaling.alpha")
     factor, flops = _get(config, "scaling.factor"), _get(config, "scaling.flops")
-    if factor is not None and flops is not None:
-        raise ConfigError("set only one of scaling.factor and scaling.flops (got both)")
+    time = _get(config, "scaling.time")
+    if sum(v is not None for v in (factor, flops, time)) > 1:
+        raise ConfigError("set only one of scaling.factor, scaling.flops and scaling.time")
+    if time is not None:
+        raise ConfigError(f"scaling.time={time!r} is resolved by measuring the step on a machine: "
+                          "run --mode select (or train) with a --workdir, which records the "
+                          "model in select.json")
     if isinstance(kind, str) and kind.strip().lower() in ("", "none"):
         kind = None
     if alpha is not None:  # alpha, when set, replaces the kind (--config.scaling.alpha=0.5)

@@ -7,6 +7,7 @@ in one mode.
 Modes: 'train' (train + evaluate, resuming from workdir), 'eval' (evaluate the latest
 checkpoint), 'complexity' (print model / family tables), 'benchmark' (XLA-compiled timing),
 'study' (train a grid of scaled models, each in its own process; collect, tabulate, plot),
+'select' (scale to a time budget by measuring on this machine: fastscale_jax.timing.select),
 'config' (print the resolved config, every key, and the model it describes).
 
 This module is the library's entry, not a command: `python -m fastscale_jax.main` says to run
@@ -19,7 +20,7 @@ import os
 
 from fastscale_jax.errors import ConfigError
 
-MODES = ("train", "eval", "complexity", "benchmark", "study", "config")
+MODES = ("train", "eval", "complexity", "benchmark", "study", "select", "config")
 
 
 def run(config, workdir: str | None = None, mode: str = "train"):
@@ -32,6 +33,7 @@ def run(config, workdir: str | None = None, mode: str = "train"):
         return print_config(config)
     if workdir is None:
         raise ConfigError(f"--mode {mode} needs --workdir DIR (where results and checkpoints go)")
+    workdir = os.path.abspath(workdir)  # once, here: study members run in other directories
     if mode in ("train", "eval"):  # before the workdir is touched: say which extra is missing
         from fastscale_jax._extras import check
 
@@ -57,11 +59,20 @@ def _run_in_workdir(config, workdir: str, mode: str):
         from fastscale_jax.timing.benchmark import run_benchmark
 
         return run_benchmark(config, workdir)
+    if mode == "select":
+        from fastscale_jax.timing.select import run_select
+
+        return run_select(config, workdir)
     from fastscale_jax.train import evaluate, train_and_evaluate
 
+    spec = None
+    if config.scaling.get("time"):  # the model its workdir recorded (or resolved here, now)
+        from fastscale_jax.timing.select import recorded_spec
+
+        spec = recorded_spec(config, workdir, resolve=mode == "train")
     if mode == "eval":
-        return evaluate(config, workdir)
-    return train_and_evaluate(config, workdir)
+        return evaluate(config, workdir, spec=spec)
+    return train_and_evaluate(config, workdir, spec=spec)
 
 
 def _remove_if_no_files(workdir: str) -> None:

@@ -98,8 +98,10 @@ def tune_host_malloc(config, mode: str) -> str:
     setting = str(config.get("host_malloc", "auto")).strip().lower()
     if setting not in ("auto", "on", "off"):
         raise ConfigError(f"host_malloc must be 'auto', 'on' or 'off', got {setting!r}")
-    if setting == "off" or mode in ("complexity", "study"):  # study: each run tunes its own
+    if setting == "off" or mode in ("complexity", "study", "config"):  # study: each run its own
         return "host malloc tuning: off"
+    if mode == "select" or config.scaling.get("time"):  # the model is chosen by measuring
+        return "host malloc tuning: off (a time budget: the model is not known before timing)"
     if setting == "auto":
         mib = step_activation_mib(config, mode)
         if mib < HOST_MALLOC_AUTO_MIN_MIB:

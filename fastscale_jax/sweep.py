@@ -231,9 +231,29 @@ def _amount(base, strats, part, factor, target, match, tol, warn) -> list[SweepM
     return out
 
 
-def expand(config, warn=print) -> list[SweepMember]:
+def _timed_members(config, fam, resolved: dict, warn) -> list[SweepMember]:
+    """The members of a time-budget sweep from its recorded selection ({'strategy|budget':
+    TimeResult dict}, fastscale_jax.timing.select): a budget no model met is left out."""
+    from fastscale_jax.families import spec_from_dict
+
+    base = base_spec(config)
+    out = []
+    for label, kind, alpha in strategies(fam):
+        for t in as_list(fam, "times"):
+            rec = resolved.get(f"{label}|{t}")
+            if rec is None:
+                warn(f"warning: family {label} {t}: no model met this budget (select.csv says "
+                     "why); left out")
+                continue
+            spec = spec_from_dict(rec["spec"]).replace(name=f"{base.name} {t} {label}")
+            out.append(SweepMember(label, kind, alpha, float(rec["factor"]), str(t), None,
+                                   float(rec["factor"]), spec))
+    return out
+
+
+def expand(config, warn=print, resolved: dict | None = None) -> list[SweepMember]:
     """The sweep's members in order (strategy, then amount); validates the whole sweep and
-    builds every spec first."""
+    builds every spec first. resolved: a time-budget sweep's recorded selection."""
     fam = config.get("family")
     models = as_list(fam, "models") if fam is not None else []
     if models:
@@ -245,6 +265,12 @@ def expand(config, warn=print) -> list[SweepMember]:
         kind = config.scaling.get("kind") or "none"
         factor = config.scaling.get("factor") or 1.0
         return [SweepMember(kind, None, None, float(factor), None, None, float(factor), spec)]
+    if as_list(fam, "times"):
+        if resolved is None:
+            raise ConfigError("family.times (time budgets) are resolved by measuring on this "
+                              "machine: run --mode select (configs/budget_sweep.py); a study "
+                              "runs it for you")
+        return _timed_members(config, fam, resolved, warn)
     strats, amts, (match, tol) = strategies(fam), amounts(fam), _match(fam)
     base = base_spec(config)
     by_amount = []

@@ -48,7 +48,8 @@ def test_bad_specs_name_the_field():
         tiny(se_rs=(0, 0, 0, 1.5, 0.25, 0.25))
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", ["S", pytest.param("M", marks=pytest.mark.slow),
+                                  pytest.param("L", marks=pytest.mark.slow)])
 def test_params_equal_the_models_and_timms(size):
     spec = fs.get_model_spec(f"EfficientNetV2-{size}")
     shapes = jax.eval_shape(fs.build_model(spec).init, jax.random.key(0),

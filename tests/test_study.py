@@ -53,8 +53,8 @@ def _env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
 
 
-def _study(workdir, *extra, timeout=900):
-    return subprocess.run(_cmd(workdir, *extra), cwd=ROOT, env=_env(), capture_output=True,
+def _study(workdir, *extra, timeout=900, cwd=ROOT):
+    return subprocess.run(_cmd(workdir, *extra), cwd=cwd, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -70,11 +70,13 @@ def _status(workdir, run):
 
 @pytest.fixture(scope="module")
 def killed_study(tmp_path_factory):
-    """The tiny study started, SIGKILLed (with its running child) once the first run has
-    finished, then rerun to the end with the same command."""
-    wd = tmp_path_factory.mktemp("study") / "local"
+    """The tiny study started with a relative --workdir from another directory, SIGKILLed
+    (with its running child) once the first run has finished, then rerun to the end with the
+    same command."""
+    here = tmp_path_factory.mktemp("study")
+    wd = here / "local"
     first_final = wd / RUNS[0] / "final_metrics.json"
-    proc = subprocess.Popen(_cmd(wd), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_cmd("local"), cwd=here, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     first_done = lambda: (wd / RUNS[0] / "study_status.json").exists() and \
         _status(wd, RUNS[0])["status"] == "done"  # noqa: E731
@@ -90,7 +92,7 @@ def killed_study(tmp_path_factory):
     unfinished = [r for r in RUNS if not (wd / r / "final_metrics.json").exists()]
     assert unfinished, "the kill came after the whole study had finished"
     before = first_final.stat().st_mtime_ns
-    rerun = _study(wd)
+    rerun = _study("local", cwd=here)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     return dict(wd=wd, first_mtime=before, unfinished=unfinished, rerun=rerun)
 
@@ -105,6 +107,11 @@ def test_local_study_writes_rows_table_and_plots(killed_study):
         assert 0.0 <= float(r["top1"]) <= 1.0 and 0.0 <= float(r["top5"]) <= 1.0
         assert int(r["step"]) == 3
         assert float(r["train_images_per_s"]) > 0 and float(r["epoch_time_s"]) > 0
+        assert float(r["run_epoch_time_s"]) > 0 and float(r["step_time_s"]) > 0
+        assert r["timing_noisy"] in ("True", "False") and float(r["timing_spread_pct"]) >= 0
+        # the epoch time comes from the interleaved timing: train images x step time / batch
+        timing = json.load(open(wd / "study_timing.json"))["runs"][r["run"]]
+        assert float(r["epoch_time_s"]) == pytest.approx(timing["epoch_s"], rel=1e-5)
         assert int(r["seed"]) == 0 and r["base"] == "RegNetZ-500MF"
         cfg = json.load(open(wd / r["run"] / "config.json"))
         assert cfg["seed"] == 0 and cfg["data"]["seed"] == 0 and "study" not in cfg

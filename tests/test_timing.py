@@ -262,3 +262,17 @@ def test_global_settings_errors_raise_before_timing(tmp_path):
     with pytest.raises(ValueError, match="unknown dtype"):
         run_benchmark(c, str(tmp_path), progress=False)
     assert not (tmp_path / "benchmark.csv").exists()
+
+
+def test_time_interleaved_times_every_model_in_every_window():
+    small, big = tiny_spec("small"), tiny_spec("big").replace(widths=(32, 64))
+    stages = []
+    res = fs.timing.time_interleaved([small, big], None, "train_step", batch_size=2, iters=2,
+                                     windows=3, warmup=1, on_stage=stages.append)
+    assert [r.model for r in res] == ["small", "big"] and all(r.ok for r in res)
+    assert all(len(r.window_times_s) == 3 and r.time_s > 0 for r in res)
+    assert stages.count("window 1/3") == 1 and stages[0].startswith("small: compiling")
+    bad = tiny_spec("bad", stem_type="res_stem_in", depths=(1, 1, 1, 1),
+                    strides=(2, 2, 2, 2), resolution=48)
+    with pytest.raises(fs.errors.ConfigError, match="downsamples"):  # checked before compiling
+        fs.timing.time_interleaved([small, bad], None, "inference", batch_size=2)

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 HERE = pathlib.Path(__file__).resolve().parent
 WORKER = str(HERE / "_train_parallel_worker.py")
 
@@ -23,6 +25,7 @@ def _env(devices):
     return env
 
 
+@pytest.mark.slow
 def test_pmap_equals_shard_map_on_8_devices(tmp_path):
     out = tmp_path / "out.json"
     p = subprocess.run([sys.executable, WORKER, "equal", str(out)], env=_env(8),
@@ -72,6 +75,7 @@ def _two_processes(mode, workdir):
             if line.startswith("RESULT ")]
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_all_at_one_step(tmp_path):
     """JAX's preemption service: both processes save the same step and return."""
     res = _two_processes("multihost_term", tmp_path / "run")
@@ -81,6 +85,7 @@ def test_sigterm_to_one_process_stops_all_at_one_step(tmp_path):
     assert os.listdir(tmp_path / "run" / "checkpoints") == [str(res[0]["step"])]
 
 
+@pytest.mark.slow
 def test_two_process_cpu_run(tmp_path):
     res = _two_processes("multihost", tmp_path / "run")
     assert len(res) == 2

@@ -24,8 +24,11 @@ from fastscale_jax.study import runner
 COLUMNS = ("run", "base", "strategy", "kind", "alpha", "factor", "target", "target_flops",
            "flops_err_pct", "scaled_by", "seed", "model", "resolution", "flops", "params", "acts",
            "status", "error", "step", "top1", "top5",
-           "ema_top1", "ema_top5", "train_images_per_s", "epoch_time_s", "input_wait_s",
+           "ema_top1", "ema_top5", "step_time_s", "timing_spread_pct", "timing_noisy",
+           "epoch_time_s", "run_epoch_time_s", "train_images_per_s", "input_wait_s",
            "compile_s", "train_time_s", "wall_s")
+# a member whose interleaved timing windows spread more than this (%) is flagged as noisy
+NOISY_SPREAD_PCT = 20.0
 
 
 def _read_json(path):
@@ -69,8 +72,10 @@ def is_finished(member_dir: str, config=None) -> bool:
     return int(final.get("step", -1)) == int(st.get("step", -2))
 
 
-def member_row(workdir: str, member) -> dict:
-    """The row of one member (labels + status + measurements; missing values are None)."""
+def member_row(workdir: str, member, timing: dict | None = None) -> dict:
+    """The row of one member (labels + status + measurements; missing values are None).
+    timing: the study's interleaved timing of this member (study.timing): its epoch time is
+    the row's epoch_time_s; the run's own is run_epoch_time_s."""
     d = os.path.join(workdir, member.name)
     row = {c: None for c in COLUMNS}
     row.update(member.labels())
@@ -85,13 +90,21 @@ def member_row(workdir: str, member) -> dict:
     if row["status"] != "done" or not final:
         return row
     for k in ("step", "top1", "top5", "ema_top1", "ema_top5", "train_images_per_s",
-              "epoch_time_s", "input_wait_s", "compile_s", "train_time_s"):
+              "input_wait_s", "compile_s", "train_time_s"):
         row[k] = final.get(k)
+    row["run_epoch_time_s"] = final.get("epoch_time_s")
+    if timing and timing.get("time_s"):
+        row.update(step_time_s=timing["time_s"], timing_spread_pct=timing["spread_pct"],
+                   epoch_time_s=timing["epoch_s"],
+                   timing_noisy=bool(timing["spread_pct"] > NOISY_SPREAD_PCT))
     return row
 
 
 def collect(workdir: str, members) -> list[dict]:
-    return [member_row(workdir, m) for m in members]
+    from fastscale_jax.study import timing
+
+    times = timing.read(workdir)
+    return [member_row(workdir, m, times.get(m.name)) for m in members]
 
 
 def _cell(v):
@@ -124,7 +137,8 @@ def _mean_std(vals):
 
 def aggregate(rows: list[dict], metric: str = "top1") -> list[dict]:
     """One entry per (strategy, factor): mean/std over the finished seeds of the error (%) of
-    `metric`, of the epoch time and of images/s; n_done / n_runs."""
+    `metric`, of the epoch time (the interleaved timing's) and of the runs' own images/s;
+    n_done / n_runs; noisy: a member's timing spread over NOISY_SPREAD_PCT."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["strategy"], r["target"] or r["factor"]), []).append(r)
@@ -140,7 +154,8 @@ def aggregate(rows: list[dict], metric: str = "top1") -> list[dict]:
                         model=r0["model"], resolution=r0["resolution"], flops=r0["flops"],
                         params=r0["params"], acts=r0["acts"], n_done=len(done), n_runs=len(rs),
                         error_mean=e_m, error_std=e_s, epoch_time_mean=t_m, epoch_time_std=t_s,
-                        images_per_s_mean=i_m, metric=metric))
+                        images_per_s_mean=i_m, metric=metric,
+                        noisy=any(r.get("timing_noisy") for r in done)))
     return out
 
 
@@ -176,7 +191,7 @@ def format_table(aggs: list[dict], fit: dict | None, rows: list[dict]) -> str:
     epoch-time fit and one line per run that did not finish."""
     metric = aggs[0]["metric"] if aggs else "top1"
     head = ("strategy", "factor", "MF", "acts k", "params M", "res", "runs",
-            f"{metric} err %", "epoch s", "fit epoch s", "img/s")
+            f"{metric} err %", "epoch s", "fit epoch s", "run img/s")
     lines = []
     for a in aggs:
         fitcol = "-"
@@ -184,18 +199,21 @@ def format_table(aggs: list[dict], fit: dict | None, rows: list[dict]) -> str:
             fitcol = f"{a['epoch_time_fit']:.4g}"
             if a.get("epoch_time_loo_rel_err") is not None:
                 fitcol += f" (LOO {a['epoch_time_loo_rel_err']:.0%})"
+        noisy = "!" if a.get("noisy") else ""
         lines.append((a["strategy"], a["target"] or f"x{a['factor']:g}",
                       f"{a['flops'] / 1e6:.1f}", f"{a['acts'] / 1e3:.0f}",
                       f"{a['params'] / 1e6:.2f}", str(a["resolution"]),
                       f"{a['n_done']}/{a['n_runs']}", _pm(a["error_mean"], a["error_std"], ".2f"),
-                      _pm(a["epoch_time_mean"], a["epoch_time_std"], ".4g"), fitcol,
+                      _pm(a["epoch_time_mean"], a["epoch_time_std"], ".4g") + noisy, fitcol,
                       "-" if a["images_per_s_mean"] is None else f"{a['images_per_s_mean']:.0f}"))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
     fmt = lambda r: "  ".join(str(x).rjust(w) for x, w in zip(r, widths))  # noqa: E731
     out = [fmt(head), "  ".join("-" * w for w in widths), *map(fmt, lines)]
     out.append("flops = multiply-adds per image at the model's train resolution; error = 100 - "
-               f"{metric} (%); mean ± std over finished seeds; epoch s = train images / "
-               "steady-state images/s of the run itself.")
+               f"{metric} (%); mean ± std over finished seeds; epoch s = train images / images "
+               "per s of the members' train steps timed in one interleaved run (study_timing.json;"
+               " '!' = its windows spread > "
+               f"{NOISY_SPREAD_PCT:g}%); run img/s = the training runs' own throughput.")
     if fit is None:
         n = sum(a["epoch_time_mean"] is not None for a in aggs)
         out.append(f"epoch-time fit: not made (needs >= 4 measured models, have {n}).")

@@ -62,9 +62,10 @@ def seeds(study) -> list[int]:
     return list(range(first, first + n))
 
 
-def expand(config, warn=print) -> list[Member]:
+def expand(config, warn=print, resolved: dict | None = None) -> list[Member]:
     """All members of the study in run order (strategy, then amount, then seed); validates the
-    whole grid (and builds every spec) before returning."""
+    whole grid (and builds every spec) before returning. resolved: the recorded selection of
+    a time-budget grid (family.times; fastscale_jax.timing.select)."""
     study = config.get("study")
     if study is None:
         raise ConfigError("this config has no study section; use configs/study.py (--mode study)")
@@ -74,7 +75,7 @@ def expand(config, warn=print) -> list[Member]:
     seed_list = seeds(study)
     base = sweep.base_name(config)
     members = [Member(f"{sweep.member_key(m)}_s{s}", base, m, s)
-               for m in sweep.expand(config, warn=warn) for s in seed_list]
+               for m in sweep.expand(config, warn=warn, resolved=resolved) for s in seed_list]
     names = [m.name for m in members]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -18,7 +18,8 @@ PLOTS = (("error_vs_flops.png", "flops", "error"), ("error_vs_acts.png", "acts",
          ("epoch_time_vs_flops.png", "flops", "epoch_time"))
 LABELS = {"flops": "flops (millions of multiply-adds per image)",
           "acts": "activations per image (thousands)",
-          "epoch_time": "epoch time (s, measured)", "error": "top-1 error (%)"}
+          "epoch_time": "epoch time (s; train steps timed interleaved)",
+          "error": "top-1 error (%)"}
 
 
 def _xy(a, key):
@@ -51,9 +52,12 @@ def _one_plot(path, aggs, rows, xkey, ykey, metric, title):
             ax.errorbar([_xy(a, xkey) for a in pts], [_xy(a, ykey) for a in pts],
                         yerr=[_spread(a, ykey) or 0.0 for a in pts], fmt="o-", color=color,
                         capsize=3, ms=5, label=s)
-            for a in pts:
-                ax.annotate(a["target"] or f"x{a['factor']:g}", (_xy(a, xkey), _xy(a, ykey)),
-                            xytext=(4, 4), textcoords="offset points", fontsize=7, alpha=0.7)
+            timed = "epoch_time" in (xkey, ykey)
+            for a in pts:  # '!': its interleaved timing windows spread > NOISY_SPREAD_PCT
+                mark = "!" if timed and a.get("noisy") else ""
+                ax.annotate((a["target"] or f"x{a['factor']:g}") + mark,
+                            (_xy(a, xkey), _xy(a, ykey)), xytext=(4, 4),
+                            textcoords="offset points", fontsize=7, alpha=0.7)
         seeds = [(_seed_values(r, xkey, metric), _seed_values(r, ykey, metric))
                  for r in rows if r["strategy"] == s and r["status"] == "done"]
         seeds = [(x, y) for x, y in seeds if x is not None and y is not None]
@@ -77,6 +81,8 @@ def _one_plot(path, aggs, rows, xkey, ykey, metric, title):
     ax.set_xlabel(LABELS[xkey])
     ax.set_ylabel(LABELS[ykey].replace("top-1", "top-1" if metric == "top1" else metric))
     n_missing = f"; {len(missing)} of {len(rows)} runs not finished" if missing else ""
+    if "epoch_time" in (xkey, ykey) and any(a.get("noisy") for a in aggs):
+        n_missing += "; '!': timing spread > 20%"
     ax.set_title(f"{title}{n_missing}", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:

@@ -74,10 +74,41 @@ def _check_names(members, workdir: str) -> None:
                          "than case (dWr is family.alphas=(0.8,))")
 
 
-def prepare(config, workdir: str) -> tuple[list, list[tuple]]:
+def time_selection(config, workdir: str, log=print) -> dict | None:
+    """A grid of time budgets (family.times): the models that meet them on this machine, as
+    WORKDIR/select.json recorded them, measured first (in a process of its own: this one never
+    starts JAX) when it holds no selection of this grid. None for other grids."""
+    if not config.family.get("times"):
+        return None
+    import pickle
+    import subprocess
+    import sys
+
+    from fastscale_jax.timing import select
+
+    select.sweep_request(config)  # a bad grid fails here, before anything runs
+    found = select.recorded_sweep(workdir, config)
+    if found is not None:
+        log(f"study: the models for the time budgets, as recorded in {workdir}/select.json")
+        return found
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, select.REQUEST_FILE), "wb") as f:
+        pickle.dump(config, f)
+    log("study: choosing the models for the time budgets on this machine (--mode select)...")
+    p = subprocess.run([sys.executable, "-m", "fastscale_jax.timing.select", workdir])
+    found = select.recorded_sweep(workdir, config)
+    if p.returncode != 0 or found is None:
+        raise ConfigError(f"selecting the models for family.times failed (exit {p.returncode}; "
+                          f"its output is above); rerun after fixing it, or run --mode select "
+                          f"--workdir {workdir} to see the search")
+    return found
+
+
+def prepare(config, workdir: str, resolved: dict | None = None) -> tuple[list, list[tuple]]:
     """(members of the grid, [(sub-workdir, training config, spec)] of those not finished with
-    this config). Validates the whole grid first; writes nothing."""
-    members = grid.expand(config)
+    this config). Validates the whole grid first; writes nothing (a time-budget grid's
+    selection comes in `resolved`: time_selection)."""
+    members = grid.expand(config, resolved=resolved)
     _check_names(members, workdir)
     configs = [grid.member_config(config, m) for m in members]
     todo = []
@@ -96,7 +127,7 @@ def run_study(config, workdir: str, *, log=print) -> dict:
     """
     metric = _validate(config)
     collect_only = bool(config.study.get("collect_only"))
-    members, todo = prepare(config, workdir)
+    members, todo = prepare(config, workdir, time_selection(config, workdir, log))
     executor = None if collect_only else executors.make_executor(config.study, workdir, log)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "study_config.json"), "w") as f:
@@ -113,8 +144,31 @@ def run_study(config, workdir: str, *, log=print) -> dict:
             runner.write_run(d, mc, spec)
         executor.run([d for d, _, _ in todo], on_done=_progress(len(todo), [0], log))
         log(f"study: ran {len(todo)} run(s) in {time.time() - t0:.0f} s")
+    if not collect_only:
+        fair_timing(config, workdir, members, log)
     return summarize(config, workdir, members, metric, log=log,
                      require_success=not collect_only)
+
+
+def fair_timing(config, workdir: str, members, log=print) -> None:
+    """Time the finished members' train steps in one interleaved run (study.timing, in a
+    process of its own) unless study_timing.json already covers every one of them, or
+    study.timed is False."""
+    import subprocess
+    import sys
+
+    from fastscale_jax.study import timing
+
+    if not config.study.get("timed", True):
+        return
+    done = [m.name for m in members if collect.is_finished(os.path.join(workdir, m.name))]
+    have = timing.read(workdir)
+    if not done or all(have.get(r, {}).get("time_s") for r in done):
+        return
+    p = subprocess.run([sys.executable, "-m", "fastscale_jax.study.timing", workdir, *done])
+    if p.returncode != 0:
+        log(f"warning: the interleaved timing of the members failed (exit {p.returncode}; see "
+            "above): epoch times are missing from the table")
 
 
 def summarize(config, workdir, members, metric="top1", *, log=print,
@@ -131,9 +185,10 @@ def summarize(config, workdir, members, metric="top1", *, log=print,
     base = members[0].base if members else ""
     bk = config.family.get("base_kind")
     title = base + (f" x{config.family.base_factor:g} {bk}" if bk else "")
-    pngs = plots.plot_study(workdir, aggs, rows, title=f"{title} ({config.data.name})")
-    log("wrote " + ", ".join(os.path.basename(p) for p in (*paths, "study_table.txt", *pngs)))
     done = [r for r in rows if r["status"] == "done"]
+    pngs = (plots.plot_study(workdir, aggs, rows, title=f"{title} ({config.data.name})")
+            if done else [])  # no finished run: nothing to plot
+    log("wrote " + ", ".join(os.path.basename(p) for p in (*paths, "study_table.txt", *pngs)))
     if require_success and rows and not done:
         raise StudyFailedError(f"all {len(rows)} runs of the study failed:\n" + "\n".join(
             f"  {r['run']}: {r['error'] or r['status']}" for r in rows))

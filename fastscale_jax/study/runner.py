@@ -80,7 +80,7 @@ def run_member(member_dir: str, *, auto_distributed: bool = False) -> dict:
     try:
         from fastscale_jax import memory
 
-        print(fs_memory.tune_host_malloc(config, "train"), flush=True)  # before JAX starts
+        print(memory.tune_host_malloc(config, "train"), flush=True)  # before JAX starts
         from fastscale_jax.train import train_and_evaluate
 
         result = train_and_evaluate(config, member_dir, spec=spec)

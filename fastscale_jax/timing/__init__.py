@@ -12,8 +12,11 @@
 cost_analysis() counts 2 flops per multiply-add and is reported as `xla_flops`.
 """
 
+from fastscale_jax.timing.budget import (Budget, BudgetUnreachableError, TimeResult,
+                                         parse_budget, predict_to_time, scale_to_time)
 from fastscale_jax.timing.fit import fit_runtime, pearson_r
-from fastscale_jax.timing.measure import MODES, TimingResult, environment, time_model
+from fastscale_jax.timing.measure import (MODES, TimingResult, environment, time_interleaved,
+                                          time_model)
 from fastscale_jax.timing.programs import check_resolution, timing_settings
 
 
@@ -24,5 +27,6 @@ def run_benchmark(config, workdir):
     return _run(config, workdir)
 
 
-__all__ = ["MODES", "TimingResult", "check_resolution", "environment", "fit_runtime",
-           "pearson_r", "run_benchmark", "time_model", "timing_settings"]
+__all__ = ["Budget", "BudgetUnreachableError", "TimeResult", "parse_budget", "predict_to_time",
+           "scale_to_time", "MODES", "TimingResult", "check_resolution", "environment", "fit_runtime",
+           "pearson_r", "run_benchmark", "time_interleaved", "time_model", "timing_settings"]

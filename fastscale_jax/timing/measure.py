@@ -192,30 +192,105 @@ def _compile(res: TimingResult, fn, args):
     return compiled
 
 
-def _run_windows(res: TimingResult, compiled, args, mode: str):
-    """Warm-up calls, then the timed windows; the train step's donated state is threaded."""
-    import jax
+class _Runner:
+    """One compiled step and its arguments: warm-up calls, timed windows (the train step's
+    donated state is threaded from call to call), and the outcome recorded in `res`."""
 
-    def call(args):
-        out = compiled(*args)
-        return out, ((out[0], args[1]) if mode == "train_step" else args)
+    def __init__(self, res: TimingResult, compiled, args, mode: str):
+        self.res, self.compiled, self.args, self.mode = res, compiled, args, mode
+        self.out, self.times = None, []
 
-    out = None
-    for _ in range(res.warmup):
-        out, args = call(args)
-    jax.block_until_ready((out, args))
-    times = []
-    for _ in range(res.windows):
+    def _call(self):
+        out = self.compiled(*self.args)
+        self.args = (out[0], self.args[1]) if self.mode == "train_step" else self.args
+        self.out = out
+
+    def warm_up(self):
+        import jax
+
+        for _ in range(self.res.warmup):
+            self._call()
+        jax.block_until_ready((self.out, self.args))
+
+    def window(self):
+        import jax
+
         t0 = time.perf_counter()
-        for _ in range(res.iters):
-            out, args = call(args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / res.iters)
-    _stats(res, times)
-    loss = {"inference": lambda o: o["loss"], "fwd_bwd": lambda o: o[0],
-            "train_step": lambda o: o[1]["loss"]}[mode](out)
-    # information only: a train step on random labels may legitimately diverge
-    res.finite_outputs = bool(np.all(np.isfinite(np.asarray(jax.device_get(loss), np.float32))))
+        for _ in range(self.res.iters):
+            self._call()
+        jax.block_until_ready(self.out)
+        self.times.append((time.perf_counter() - t0) / self.res.iters)
+
+    def finish(self):
+        import jax
+
+        _stats(self.res, self.times)
+        loss = {"inference": lambda o: o["loss"], "fwd_bwd": lambda o: o[0],
+                "train_step": lambda o: o[1]["loss"]}[self.mode](self.out)
+        # information only: a train step on random labels may legitimately diverge
+        self.res.finite_outputs = bool(np.all(np.isfinite(
+            np.asarray(jax.device_get(loss), np.float32))))
+        self.compiled = self.args = self.out = None
+
+
+def _run_windows(res: TimingResult, compiled, args, mode: str):
+    """Warm-up calls, then the timed windows (one model alone)."""
+    r = _Runner(res, compiled, args, mode)
+    r.warm_up()
+    for _ in range(res.windows):
+        r.window()
+    r.finish()
+
+
+def _prepare(spec, config, mode: str, overrides: dict, stage):
+    """(TimingResult, _Runner or None) for one model's `mode` step, compiled and ready; a
+    failure is recorded in the result."""
+    s, spec, cfg, par, steps = timed_steps(spec, config, modes=(mode,), **overrides)
+    res = TimingResult(model=spec.name, mode=mode, batch_size=s["batch_size"],
+                       resolution=spec.resolution, dtype=s["dtype"],
+                       num_devices=s["num_devices"], warmup=s["warmup"], iters=s["iters"],
+                       windows=s["windows"], dataset_size=s["dataset_size"],
+                       env=dict(environment(par.local_devices)),
+                       optimizer=cfg.optim.name if mode == "train_step" else None)
+    fns = {"inference": steps.eval, "fwd_bwd": steps.grads, "train_step": steps.train}
+    try:
+        stage(f"{spec.name}: compiling {mode}")
+        args = (par.put_state(host_state(steps, spec, s["seed"])),
+                par.put_batch(host_batch(s, spec.resolution, spec.num_classes)))
+        compiled = _compile(res, fns[mode], args)
+        runner = _Runner(res, compiled, args, mode)
+        runner.warm_up()
+    except Exception as e:  # noqa: BLE001 - recorded, the others go on
+        res.error = _short_error(e, f"compile {mode}")
+        return res, None
+    return res, runner
+
+
+def time_interleaved(specs, config=None, mode: str = "train_step", *,
+                     on_stage: Callable[[str], Any] | None = None,
+                     **overrides) -> list[TimingResult]:
+    """Time several models' `mode` step fairly: every program is compiled and warmed up
+    first, then each timed window runs every model in turn (the order rotating from window to
+    window), so a change of machine load falls on all of them alike. One TimingResult per
+    spec, in order (a model that fails to compile or run has its `error` set). Settings as
+    time_model (config.timing, with overrides)."""
+    stage = on_stage or (lambda text: None)
+    prepared = [_prepare(spec, config, mode, overrides, stage) for spec in specs]
+    live = [r for _, r in prepared if r is not None]
+    n = live[0].res.windows if live else 0
+    for w in range(n):
+        stage(f"window {w + 1}/{n}")
+        for k in range(len(live)):
+            r = live[(k + w) % len(live)]
+            if r.res.error is None:
+                try:
+                    r.window()
+                except Exception as e:  # noqa: BLE001
+                    r.res.error = _short_error(e, f"run {mode}")
+    for r in live:
+        if r.res.error is None:
+            r.finish()
+    return [res for res, _ in prepared]
 
 
 def time_model(spec, config=None, *, on_stage: Callable[[str], Any] | None = None,

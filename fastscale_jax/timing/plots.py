@@ -113,3 +113,45 @@ def family_plots(rows: list[dict], mode: str, workdir: str) -> list[str]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def flops_vs_budget(rows: list[dict], path: str, env: dict | None = None,
+                    request: dict | None = None) -> str:
+    """Flops reached vs time budget, one line per strategy, log-log (more flops at equal time =
+    more model for the money); the measured time / budget of each point is its label."""
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _plt()
+    good = [r for r in rows if r.get("flops") and r.get("budget_ms")]
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
+    by = {}
+    for r in good:
+        by.setdefault(r["strategy"], []).append(r)
+    for strategy, rs in by.items():
+        rs = sorted(rs, key=lambda r: r["budget_ms"])
+        ax.plot([r["budget_ms"] for r in rs], [r["flops"] / 1e6 for r in rs], "o-", ms=5,
+                label=strategy)
+        for r in rs:
+            ax.annotate(f"{r['ratio']:.2f}", (r["budget_ms"], r["flops"] / 1e6), xytext=(4, -9),
+                        textcoords="offset points", fontsize=6, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+    ax.tick_params(which="minor", labelsize=7)
+    req = request or {}
+    ax.set_xlabel(f"time budget (ms per {req.get('timing_mode', 'step')} of "
+                  f"{req.get('batch_size', '?')} images)")
+    ax.set_ylabel("flops reached (millions of multiply-adds per image)")
+    device = (env or {}).get("device_kind", "")
+    ax.set_title(f"{req.get('base', '')}: the largest model each strategy fits in the budget "
+                 f"({device}; labels: measured time / budget)", fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, title="strategy", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+

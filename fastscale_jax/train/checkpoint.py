@@ -72,11 +72,18 @@ def _drops_closed_loop_errors(hook):
 
 class _NoOrbaxTracebacks:
     """logging filter: drops orbax's error records that carry a traceback (a failed async
-    save logs the same error with its traceback from four threads); the Checkpointer reports
-    that failure once, as CheckpointSaveError."""
+    save logs the same error with its traceback from four threads; the Checkpointer reports
+    that failure once, as CheckpointSaveError) and its warnings that a read-only manager (an
+    evaluation reading a run's checkpoints) is read-only, which is what was asked."""
+
+    READ_ONLY = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
 
     def filter(self, record) -> bool:
-        return not (record.exc_info and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+        if f"{os.sep}orbax{os.sep}" not in (record.pathname or ""):
+            return True
+        if record.exc_info:
+            return False
+        return not any(m in str(record.msg) for m in self.READ_ONLY)
 
 
 @contextlib.contextmanager

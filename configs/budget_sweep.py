@@ -1,0 +1,48 @@
+"""Scaling strategies compared at equal *runtime* on this machine (issue #24; Dollar et al.
+2021: dWr buys more model per millisecond than uniform compound scaling).
+
+    fastscale --config budget_sweep --mode select --workdir runs/budget_sweep
+    fastscale --config budget_sweep:demo --mode select --workdir runs/budget_demo   # CPU
+
+Every strategy scales the base to every time budget of family.times (the largest model whose
+measured scaling.time_mode step -- the trainer's own train step by default -- fits it at
+timing.batch_size), with `fastscale_jax.scale_to_time`. Writes select.csv / select.json (flops,
+params, acts reached and the measured time per strategy and budget) and flops_vs_budget.png
+(more flops at equal time = more model for the money).
+
+Strategies: dwr (uniform compound), dWr (fast compound, alpha 0.8), w, d, r, alpha 0.5, and a
+depth-heavy 'd4_w1_r1' (in the spirit of latency-aware compound scaling, Li et al. 2021).
+
+Arg: '' (RegNetZ-500MF at 224 px, batch 32: for an accelerator) or 'demo' (RegNetZ-500MF
+shrunk x1/16 by 'dw' at 32 px with a CIFAR stem, batch 32: minutes on a CPU). What it
+measured, with the machine: benchmarks/RESULTS.md ("Equal-runtime comparison").
+Budgets: --config.family.times="('10ms', '20ms', '40ms')".
+"""
+
+from fastscale_jax.config import base_config
+from fastscale_jax.errors import ConfigError
+
+
+def get_config(arg=None):
+    c = base_config()
+    c.model.name = "RegNetZ-500MF"
+    c.family.base = "RegNetZ-500MF"
+    c.family.kinds = ("dwr", "dWr", "w", "d", "r", "d4_w1_r1")
+    c.family.alphas = (0.5,)
+    c.family.times = ("100ms", "200ms", "400ms")
+    c.scaling.time_mode = "train_step"
+    c.timing.batch_size = 32
+    c.timing.warmup = 1
+    c.timing.iters = 3
+    c.timing.windows = 5
+    if (arg or "").strip().lower() == "demo":
+        c.model.resolution = 32
+        c.model.test_resolution = 32
+        c.model.stem_type = "res_stem_cifar"
+        c.model.num_classes = 10
+        c.family.base_kind = "dw"
+        c.family.base_factor = 1 / 16
+        c.family.times = ("150ms", "300ms", "600ms")
+    elif arg:
+        raise ConfigError(f"configs/budget_sweep.py: unknown variant {arg!r}; valid: '' or 'demo'")
+    return c
