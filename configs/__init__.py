@@ -11,6 +11,7 @@ wheel, by its packaged name (`--config regnetz_dWr:demo`):
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import os
@@ -35,8 +36,15 @@ def resolve(config: str) -> str:
     if name in names() and (path == name or not os.path.dirname(path)
                             or os.path.basename(os.path.dirname(path)) == "configs"):
         return os.path.join(_HERE, name + ".py") + sep + arg
-    raise FileNotFoundError(f"config {path!r} is neither a file nor a packaged config; "
-                            f"packaged: {', '.join(names())}")
+    from fastscale_jax.errors import MissingPathError
+
+    known = names()
+    folded = [n for n in known if n.lower() == name.lower()]
+    close = folded or [n for n in known if n.lower().startswith(name.lower())] or \
+        difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise MissingPathError(f"config {path!r} is neither a file nor a packaged config.{hint} "
+                           f"Packaged: {', '.join(known)}")
 
 
 def load(config: str):

@@ -12,8 +12,10 @@ scaling, so members still scale their resolution (timing.resolution would instea
 member at one resolution). Every strategy is scaled to one common flops target per factor
 (family.match='flops'; --config.family.match=factor applies pycls's scaler to the raw factor).
 
-Arg: the base model (default RegNetZ-500MF). Expect acts to grow ~s^((1 + 3(1 - alpha))/4 ...):
-the complexity mode prints fitted and theoretical growth exponents per alpha.
+Arg: the base model (default RegNetZ-500MF). Expect params to grow ~s^((1 + alpha) / 2) and
+acts ~s^(1 - alpha / 2) (fastscale_jax.theoretical_growth: e_d + 2 e_w and e_d + e_w + 2 e_r
+with e_d = (1 - alpha) / 2, e_w = alpha / 2, e_r = (1 - alpha) / 4; dWr: 0.9 and 0.6, dwr: 2/3
+and 5/6); the complexity mode prints the fitted and theoretical exponents per alpha.
 """
 
 from fastscale_jax.config import base_config

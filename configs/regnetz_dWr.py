@@ -35,7 +35,7 @@ from fastscale_jax import recipes
 def get_config(arg=None):
     if (arg or "").strip().lower() == "demo":
         return demo_config()
-    c = scaled_config("RegNetZ-500MF", arg, default="4GF", kind="dWr")
+    c = scaled_config("RegNetZ-500MF", arg, default="4GF", kind="dWr", variants=("demo",))
     recipes.rsb(c, "A2")
     c.train.epochs = 100.0
     c.train.ema_decay = 0.9999

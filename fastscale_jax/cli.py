@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import traceback
 
@@ -36,6 +37,7 @@ BUG_LINE = ("fastscale_jax: the error above is a bug, not a problem with your se
             "report it with the traceback and the command that gave it")
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
+EXIT_INTERRUPTED = 3  # fastscale_jax.train.preemption: stopped, checkpoint saved
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :arg.",
                                 lock_config=True)
@@ -149,8 +151,9 @@ def parse_flags(argv):
         _fail(str(e))
     except (flags.Error, OSError) as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-        _fail(" ".join(lines[-2:]) if lines and lines[-1].startswith("[Errno") else
-              (lines[-1] if lines else repr(e)))
+        msg = (" ".join(lines[-2:]) if lines and lines[-1].startswith("[Errno") else
+               (lines[-1] if lines else repr(e)))
+        _fail(re.sub(r"^[\w.]+(Error|Exception): ", "", msg))  # the message, not the class
 
 
 def report(fn, *args, **kwargs):
@@ -182,7 +185,7 @@ def main(argv):
             # Before anything starts JAX: allocator settings only reach threads that have not
             # yet allocated (config.host_malloc; fastscale_jax/cpu/hostmem.py).
             print(memory.tune_host_malloc(config, mode), flush=True)
-        fs_main.run(config, flags.FLAGS.workdir, mode)
+        result = fs_main.run(config, flags.FLAGS.workdir, mode)
     except UserError as e:  # a problem the user can fix: one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
@@ -190,6 +193,11 @@ def main(argv):
         traceback.print_exc()
         print(BUG_LINE, file=sys.stderr)
         sys.exit(EXIT_BUG)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training loop
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    if isinstance(result, dict) and result.get("interrupted"):
+        sys.exit(EXIT_INTERRUPTED)  # unfinished: a scheduler requeues, a rerun resumes
 
 
 def run():

@@ -89,6 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.timing.windows = 5                     # timed windows (median / min / spread over them)
     c.timing.dataset_size = 1_281_167        # ImageNet train images, for epoch-time estimates
     c.timing.num_devices = 1                 # local devices the batch is split over
+    c.timing.max_spread_pct = 20.0           # benchmark: a cell whose windows spread more ...
+    c.timing.remeasure = 2                   # ... is timed again up to this often, then flagged
     # the timed steps are the trainer's (train.setup.build_steps): train / optim / model
     # sections give their recipe, config.parallel how they run data-parallel
     return c
@@ -172,6 +174,74 @@ def _add_training_sections(c) -> None:
     d.cpu_collectives = "gloo"       # CPU multi-process collectives implementation
 
 
+# Every numeric training setting's valid range, checked once before any work (check_ranges):
+# key: (low, high, low included, high included, integer, may be None)
+INF = math.inf
+RANGES = {
+    "train.global_batch_size": (1, INF, True, False, True, False),
+    "train.eval_batch_size": (1, INF, True, False, True, True),
+    "train.epochs": (0, INF, False, False, False, False),
+    "train.num_train_steps": (1, INF, True, False, True, True),
+    "train.label_smoothing": (0, 1, True, False, False, False),
+    "train.bce_target_thresh": (0, 1, True, False, False, True),
+    "train.mixup_alpha": (0, INF, True, False, False, False),
+    "train.cutmix_alpha": (0, INF, True, False, False, False),
+    "train.mix_prob": (0, 1, True, True, False, False),
+    "train.mix_switch_prob": (0, 1, True, True, False, False),
+    "train.ema_decay": (0, 1, True, False, False, False),
+    "train.log_every_steps": (1, INF, True, False, True, False),
+    "train.eval_every_epochs": (0, INF, True, False, False, False),
+    "optim.base_lr": (0, INF, False, False, False, False),
+    "optim.base_batch_size": (0, INF, False, False, False, False),
+    "optim.momentum": (0, 1, True, False, False, False),
+    "optim.b1": (0, 1, True, False, False, False),
+    "optim.b2": (0, 1, True, False, False, False),
+    "optim.eps": (0, INF, False, False, False, False),
+    "optim.weight_decay": (0, INF, True, False, False, False),
+    "optim.warmup_epochs": (0, INF, True, False, False, False),
+    "optim.warmup_steps": (0, INF, True, False, True, True),
+    "optim.warmup_init_factor": (0, 1, True, True, False, False),
+    "optim.min_lr_factor": (0, 1, True, True, False, False),
+    "optim.clip_grad_norm": (0, INF, True, False, False, False),
+    "checkpoint.every_steps": (1, INF, True, False, True, False),
+    "checkpoint.keep": (1, INF, True, False, True, False),
+}
+
+
+def _interval(lo, hi, lo_in, hi_in) -> str:
+    return f"{'[' if lo_in else '('}{lo:g}, {'inf' if hi == INF else f'{hi:g}'}{']' if hi_in else ')'}"
+
+
+def check_ranges(config) -> None:
+    """ConfigError (one line: the key, the value, the valid range) for the first numeric
+    setting of RANGES outside its range, non-finite, or of the wrong type."""
+    for key, (lo, hi, lo_in, hi_in, integer, nullable) in RANGES.items():
+        v = _get(config, key, None)
+        if v is None:
+            if nullable or _get(config, key.split(".")[0]) is None:
+                continue
+            raise ConfigError(f"{key}=None: it must be set (a number in "
+                              f"{_interval(lo, hi, lo_in, hi_in)})")
+        what = "an integer" if integer else "a number"
+        ok_type = (isinstance(v, int) if integer else isinstance(v, (int, float)))
+        if isinstance(v, bool) or not ok_type or not math.isfinite(v):
+            raise ConfigError(f"{key}={v!r} must be {what} in {_interval(lo, hi, lo_in, hi_in)}")
+        if not ((v > lo or (lo_in and v == lo)) and (v < hi or (hi_in and v == hi))):
+            raise ConfigError(f"{key}={v!r} is out of range: must be {what} in "
+                              f"{_interval(lo, hi, lo_in, hi_in)}")
+
+
+def flat_dict(d: dict, prefix: str = "") -> dict:
+    """{'a.b': v} of a nested dict (a config's JSON), for comparing two configs key by key."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_dict(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def _get(cfg, path, default=None):
     cur = cfg
     for key in path.split("."):
@@ -229,9 +299,10 @@ def resolve_spec(config):
     return apply_overrides(spec, spec_overrides(config))
 
 
-def parse_flops_arg(arg: str, default: str = "4GF"):
+def parse_flops_arg(arg: str, default: str = "4GF", variants: tuple = ()):
     """A config argument: a plain factor '4', or a flops target '800MF' / '4GF' / '1.5TF'
-    (validated by scaling.parse_flops) -> (flops_str or None, factor or None)."""
+    (validated by scaling.parse_flops) -> (flops_str or None, factor or None). `variants`:
+    the config's named arguments ('demo'), suggested when the argument is close to one."""
     a = (arg or default).strip()
     try:
         f = float(a)
@@ -239,8 +310,14 @@ def parse_flops_arg(arg: str, default: str = "4GF"):
         try:
             parse_flops(a)
         except ValueError as e:
+            import difflib
+
+            close = [v for v in variants if v.startswith(a.lower())] or \
+                difflib.get_close_matches(a.lower(), variants, n=1, cutoff=0.5)
+            named = (f"; did you mean {close[0]!r}?" if close else
+                     f"; or one of {', '.join(map(repr, variants))}" if variants else "")
             raise ConfigError(f"config argument {arg!r} is neither a scaling factor like '4' "
-                             f"nor a usable flops target: {e}") from None
+                              f"nor a usable flops target ({e}){named}") from None
         return a.upper(), None
     if not (math.isfinite(f) and f > 0):
         raise ConfigError(f"config argument {arg!r}: the factor must be positive")
@@ -263,13 +340,14 @@ def zoo_config(prefix: str, arg: str | None, default: str):
     return c
 
 
-def scaled_config(base_model: str, arg: str | None, default: str = "4GF", kind: str = "dWr"):
+def scaled_config(base_model: str, arg: str | None, default: str = "4GF", kind: str = "dWr",
+                  variants: tuple = ()):
     """Config of `base_model` scaled with `kind` to the target in `arg` ('4GF', '800MF', or a
     plain flops factor '4'). Override from the command line with --config.scaling.kind=dwr,
     --config.scaling.alpha=0.5 (alpha replaces kind), --config.scaling.flops=8GF."""
     c = base_config()
     c.model.name = base_model
-    flops, factor = parse_flops_arg(arg, default)
+    flops, factor = parse_flops_arg(arg, default, variants)
     c.scaling.kind = kind
     c.scaling.flops = flops
     c.scaling.factor = factor

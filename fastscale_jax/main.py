@@ -92,6 +92,8 @@ def run_complexity(config, workdir: str | None = None) -> str:
     family = sweep.resolve_family(config)
     if len(family) == 1:
         text = report.model_table(family[0][1])
+        warning = report.small_maps_warning(family[0][1])
+        text += f"\n{warning}" if warning else ""
     else:
         text = report.family_table(family)
     print(text)

@@ -102,12 +102,17 @@ def tune_host_malloc(config, mode: str) -> str:
         return "host malloc tuning: off"
     if mode == "select" or config.scaling.get("time"):  # the model is chosen by measuring
         return "host malloc tuning: off (a time budget: the model is not known before timing)"
+    why = "host_malloc=on"
     if setting == "auto":
         mib = step_activation_mib(config, mode)
+        step = {"eval": "eval step (train.eval_batch_size)", "benchmark": "timed step"}.get(
+            mode, "train step")
+        cmp = "<" if mib < HOST_MALLOC_AUTO_MIN_MIB else ">="
+        why = (f"host_malloc=auto: ~{mib:.0f} MiB of activations per {step} {cmp} "
+               f"{HOST_MALLOC_AUTO_MIN_MIB} MiB")
         if mib < HOST_MALLOC_AUTO_MIN_MIB:
-            return (f"host malloc tuning: off (host_malloc=auto: ~{mib:.0f} MiB of activations "
-                    f"per step < {HOST_MALLOC_AUTO_MIN_MIB} MiB)")
-    return hostmem.tune_for_cpu(force=setting == "on")
+            return f"host malloc tuning: off ({why})"
+    return f"{hostmem.tune_for_cpu(force=setting == 'on')} [{why}]"
 
 
 def step_activation_mib(config, mode: str) -> float:

@@ -19,6 +19,21 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:g}{unit}"
 
 
+def small_maps_warning(spec, resolution: int | None = None) -> str | None:
+    """A warning when the last stage of `spec` works on maps smaller than 2x2 at this
+    resolution (its kxk convs then see mostly padding), else None."""
+    stages = [p for p in complexity(spec, resolution, per_stage=True)["stages"]
+              if p["name"] not in ("stem", "head")]
+    last = stages[-1]
+    if min(last["out_h"], last["out_w"]) >= 2:
+        return None
+    r = int(resolution or spec.resolution)
+    return (f"warning: {spec.name} at {r} px: its last stage ({last['name']}) works on "
+            f"{last['out_h']}x{last['out_w']} maps, where its convolutions see mostly padding; "
+            "raise model.resolution, or use a stem that downsamples less (model.stem_type="
+            "res_stem_cifar for AnyNets)")
+
+
 def format_table(header: list[str], rows: list[list], title: str | None = None) -> str:
     cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(header)]
     widths = [max(len(v) for v in col) for col in cols]

@@ -9,7 +9,7 @@
 or cannot be written (read-only file system, permissions), so nothing fails after the work.
 
 The lock is WORKDIR/.lock, a JSON record {pid, host, start, started} held with flock(2) by
-the training run's process 0. A second run on the workdir fails at once naming the holder.
+the training run's process 0 and removed when it ends. A second run on the workdir fails at once naming the holder.
 A lock left by a run that died without releasing it (kill -9, a crashed host) is stale and is
 taken over with a message: on the same host when its pid is no longer running (or now belongs
 to another process, judged by the process start time); from another host when its heartbeat
@@ -125,16 +125,31 @@ class _Lock:
         self._stop = threading.Event()
         self._thread = None
 
-    def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        try:
-            _flock(fd, exclusive=True)
-        except OSError:
-            rec = _read(fd)
+    def _open_locked(self):
+        """The lock file's fd, flock'ed; reopened when the file was replaced meanwhile (a
+        releasing run unlinks it: a lock on the unlinked file would guard nothing)."""
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                _flock(fd, exclusive=True)
+            except OSError:
+                rec = _read(fd)
+                os.close(fd)
+                raise WorkdirBusyError(
+                    f"--workdir {os.path.dirname(self.path)} is in use by another run: "
+                    f"{_who(rec)}; wait for it to finish, stop it, or use another "
+                    "--workdir") from None
+            try:
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise WorkdirBusyError(
-                f"--workdir {os.path.dirname(self.path)} is in use by another run: "
-                f"{_who(rec)}; wait for it to finish, stop it, or use another --workdir") from None
+        raise WorkdirBusyError(f"--workdir {os.path.dirname(self.path)}: its lock file keeps "
+                               "changing (runs starting and stopping at once?); try again")
+
+    def acquire(self):
+        fd = self._open_locked()
         rec = _read(fd)
         if rec.get("pid") and rec.get("pid") != os.getpid():
             why = _stale_reason(rec, self.path)
@@ -169,6 +184,7 @@ class _Lock:
         self._stop.set()
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, 0)  # an empty record: nobody holds it
+            os.unlink(self.path)      # a finished workdir keeps no .lock (still held: no race)
         _flock(self.fd, exclusive=False)
         os.close(self.fd)
         self.fd = None

@@ -4,6 +4,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -142,3 +144,34 @@ def test_moved_sweep_keys_and_unset_with_none(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "conv_impl: lax" in r.stdout and "seed: null" in r.stdout
     assert "# model: RegNetY-800MF" in r.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_stops_an_unfinished_run_with_exit_status_3(tmp_path):
+    import signal
+    import time
+
+    wd = tmp_path / "w"
+    p = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--config", "regnetz_dWr:demo",
+                          "--workdir", str(wd), "--config.train.progress=False",
+                          "--config.train.log_every_steps=1", "--config.train.num_train_steps=2000"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (wd / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 3, out[-2000:]
+    assert "SIGTERM: saved a checkpoint at step" in out and (wd / "checkpoints").is_dir()
+
+
+def test_convert_to_an_unwritable_folder_is_one_line(tmp_path):
+    """An output folder that cannot be created (here: under a file, which fails for root too;
+    a read-only folder fails the same way) is named before the checkpoint is read."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    r = subprocess.run([sys.executable, "-m", "fastscale_jax.convert", "--source", "pycls",
+                        "--model", "RegNetX-200MF", str(tmp_path / "missing.pth"),
+                        str(blocker / "out")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot write the output directory" in r.stderr

@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from fastscale_jax.data import config as config_lib
 from fastscale_jax.data import pipeline
+from fastscale_jax import errors as fs_errors
+from fastscale_jax.errors import DataError
 
 CIFAR = "/work/shared/data/cifar10"
 CLASSES = ("airplane", "cat", "dog")
@@ -465,3 +467,33 @@ def test_no_tensorflow_on_import_and_batch_layout_from_jax():
     res = subprocess.run([sys.executable, "-c", _SUBPROCESS], env=env, capture_output=True,
                          text=True, timeout=240)
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+
+
+def test_undecodable_and_odd_folders_fail_at_once_with_one_line(tmp_path):
+    """A class whose every image is undecodable (the training stream would skip forever), a
+    dangling symbolic link, one class, a file for a folder: clear errors before any step."""
+    root = tmp_path / "bad"
+    for cls in ("a", "b"):
+        for split in ("train", "test"):
+            for i in range(3):
+                _write(str(root), split, cls, f"{i}.jpg",
+                       b"not a jpeg" if cls == "b" else _cifar_jpegs(split, "cat", 3)[i])
+    with pytest.raises(DataError, match=r"Class folder .*train/b.*none of the 3 image file\(s\) "
+                                        r"tried \(all\) can be read and decoded"):
+        pipeline.dataset_info(_cfg(folder=str(root)))
+    link_root = tmp_path / "link"
+    for cls in ("a", "b"):
+        for split in ("train", "test"):
+            _write(str(link_root), split, cls, "0.jpg", _cifar_jpegs(split, "cat", 1)[0])
+    os.remove(link_root / "train" / "b" / "0.jpg")
+    os.symlink(tmp_path / "nowhere.jpg", link_root / "train" / "b" / "0.jpg")
+    with pytest.raises(DataError, match="a symbolic link to a missing file"):
+        pipeline.dataset_info(_cfg(folder=str(link_root)))
+    one = tmp_path / "one"
+    for split in ("train", "test"):
+        _write(str(one), split, "a", "0.jpg", _cifar_jpegs(split, "cat", 1)[0])
+    with pytest.raises(DataError, match="has 1 class: a classifier needs at least 2"):
+        pipeline.dataset_info(_cfg(folder=str(one)))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(fs_errors.ConfigError, match="is a file, not a folder"):
+        pipeline.dataset_info(_cfg(folder=str(tmp_path / "file.txt")))

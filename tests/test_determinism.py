@@ -94,8 +94,8 @@ def test_finished_workdir_is_not_run_again(tmp_path):
     assert len(evals) == 1                                      # no second evaluation
 
 
-def _launch_demo(workdir):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+def _launch_demo(workdir, **env_extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu", **env_extra)
     args = ["--config", "configs/regnetz_dWr.py:demo", "--workdir", str(workdir),
             "--config.train.num_train_steps=4", "--config.train.global_batch_size=16",
             "--config.train.log_every_steps=1", "--config.train.progress=False",
@@ -109,10 +109,24 @@ def _launch_demo(workdir):
 
 
 @pytest.mark.slow
-def test_two_processes_same_seed_same_run(tmp_path):
-    """The demo config (oneDNN convs on x86 Linux, tf.data input) in two fresh processes."""
-    la, ea = _launch_demo(tmp_path / "a")
-    lb, eb = _launch_demo(tmp_path / "b")
+def test_two_installs_same_seed_same_run(tmp_path):
+    """The demo config (oneDNN convs on x86 Linux, tf.data input) in two fresh processes
+    that stand for two installs: separate cache folders (each compiles its own oneDNN shim),
+    one of them holding layout choices an earlier version recorded by timing -- 'blocked'
+    for every problem. Numerics never depend on a cache: the layout is the run's setting
+    (model.onednn_layout, recorded in its config.json)."""
+    cache_a, cache_b = tmp_path / "cache_a", tmp_path / "cache_b"
+    la, ea = _launch_demo(tmp_path / "a", FASTSCALE_CACHE_DIR=str(cache_a))
+    stale = [p for p in cache_a.glob("*.so")]
+    cache_b.mkdir()
+    for so in stale:  # a record beside the shim, as the timing-based layout choice kept it
+        (cache_b / so.with_suffix(".layouts").name).write_text("".join(
+            f"{op} 16 {h} {h} {c} {c} 3 {s} 1 blocked\n" for op in (0, 1, 2)
+            for h in (8, 16, 32) for c in (8, 16, 32, 64) for s in (1, 2)))
+    lb, eb = _launch_demo(tmp_path / "b", FASTSCALE_CACHE_DIR=str(cache_b))
     assert len(la) == 4
     assert la == lb                  # bit-identical per-step losses
     assert ea == eb                  # and eval metrics
+    for run in ("a", "b"):
+        cfg = json.loads((tmp_path / run / "config.json").read_text())
+        assert cfg["model"]["onednn_layout"] == "nhwc"

@@ -50,15 +50,15 @@ def _train(c, wd, data=None):
 # -- settings refused before any work (item 8) ---------------------------------------------
 
 @pytest.mark.parametrize("section,key,value,match", [
-    ("checkpoint", "keep", 0, r"checkpoint.keep=0 must be an integer >= 1"),
-    ("checkpoint", "every_steps", 0, r"checkpoint.every_steps=0 must be an integer >= 1"),
-    ("train", "num_train_steps", -5, r"train.num_train_steps=-5 must be >= 1"),
-    ("train", "ema_decay", 1.5, r"train.ema_decay=1.5 must be in \[0, 1\)"),
-    ("train", "global_batch_size", 0, r"train.global_batch_size=0 must be >= 1"),
-    ("optim", "base_lr", float("inf"), r"optim.base_lr=inf must be a finite number > 0"),
+    ("checkpoint", "keep", 0, r"checkpoint.keep=0 is out of range: must be an integer in \[1, inf\)"),
+    ("checkpoint", "every_steps", 0, r"checkpoint.every_steps=0 is out of range: .*\[1, inf\)"),
+    ("train", "num_train_steps", -5, r"train.num_train_steps=-5 is out of range: .*\[1, inf\)"),
+    ("train", "ema_decay", 1.5, r"train.ema_decay=1.5 is out of range: .* in \[0, 1\)"),
+    ("train", "global_batch_size", 0, r"train.global_batch_size=0 is out of range: .*\[1, inf\)"),
+    ("optim", "base_lr", float("inf"), r"optim.base_lr=inf must be a number in \(0, inf\)"),
     ("optim", "base_lr", float("nan"), r"optim.base_lr=nan must be"),
-    ("optim", "base_lr", 0.0, r"optim.base_lr=0.0 must be"),
-    ("optim", "warmup_steps", -3, r"optim.warmup_steps=-3 must be >= 0"),
+    ("optim", "base_lr", 0.0, r"optim.base_lr=0.0 is out of range"),
+    ("optim", "warmup_steps", -3, r"optim.warmup_steps=-3 is out of range: .*\[0, inf\)"),
 ])
 def test_bad_settings_fail_before_any_work(tmp_path, section, key, value, match):
     c = make_config()
@@ -314,3 +314,27 @@ def test_config_argument_flops_targets_share_the_scalers_parser():
         parse_flops_arg("2000PF")
     with pytest.raises(ValueError, match="factor must be positive"):
         parse_flops_arg("-4")
+
+
+@pytest.mark.parametrize("key,value", [
+    ("train.label_smoothing", 1.5), ("train.label_smoothing", -0.5), ("train.mixup_alpha", -1.0),
+    ("train.mix_prob", 2.0), ("train.mix_switch_prob", 5.0), ("optim.weight_decay", -0.1),
+    ("optim.b1", 1.5), ("optim.b2", 1.0), ("optim.min_lr_factor", 2.0),
+    ("optim.clip_grad_norm", -1.0), ("optim.eps", 0.0), ("optim.momentum", -1.0),
+    ("train.bce_target_thresh", 5.0), ("train.eval_every_epochs", -1.0),
+    ("train.epochs", float("nan")), ("train.cutmix_alpha", -0.1),
+    ("optim.warmup_init_factor", 1.5), ("train.log_every_steps", 0), ("optim.base_lr", float("inf")),
+    ("train.global_batch_size", 0), ("train.ema_decay", 1.0)])
+def test_every_numeric_setting_is_range_checked_before_any_work(tmp_path, key, value):
+    from fastscale_jax.train import setup
+
+    c = make_config()
+    section, field = key.split(".")
+    c[section][field] = value
+    with pytest.raises(fs.errors.ConfigError) as e:
+        setup.validate_config(c, 1)
+    msg = str(e.value)
+    assert msg.startswith(f"{key}={value!r}") and "\n" not in msg and ("[" in msg or "(" in msg)
+    with pytest.raises(fs.errors.ConfigError):  # before the workdir is touched or data read
+        train_and_evaluate(c, str(tmp_path / "w"), data=SyntheticData(), spec=SPEC)
+    assert not (tmp_path / "w" / "config.json").exists()

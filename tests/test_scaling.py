@@ -157,3 +157,32 @@ def test_kind_and_alpha_exclusive():
 def test_scale_to_unreachable_target():
     with pytest.raises(ValueError, match="cannot reach"):
         fs.scale_to(fs.get_model_spec("RegNetX-200MF"), 1e3, "w")
+
+
+def test_api_refuses_what_it_cannot_honour():
+    spec = fs.get_model_spec("RegNetZ-500MF")
+    with pytest.raises(fs.errors.ConfigError, match="rounding .* dominates"):
+        fs.scale(spec, 1e-9, "dWr")
+    for kind in ("d", "w"):
+        with pytest.raises(fs.errors.ConfigError, match="rounding"):
+            fs.scale(spec, 1e-4, kind)
+    small = fs.scale(spec, 1 / 64, "dw")  # kept, but its name says the flops it really has
+    assert "(flops x0.0" in small.name
+    with pytest.raises(fs.errors.ConfigError, match="changes nothing for EfficientNet-B0"):
+        fs.scale(fs.get_model_spec("EfficientNet-B0"), 2, "g")
+    with pytest.raises(fs.errors.ConfigError, match="positive finite number, got True"):
+        fs.scale(spec, True, "dWr")
+    for bad in ("RegNetZ-500MF", None, {"name": "x"}):
+        with pytest.raises(fs.errors.ConfigError, match="expected a model spec"):
+            fs.scale(bad, 2.0, "dWr")
+        with pytest.raises(fs.errors.ConfigError, match="expected a model spec"):
+            fs.complexity(bad)
+    with pytest.raises(fs.errors.ConfigError, match=r"get_model_spec\('RegNetZ-500MF'\)"):
+        fs.scale("RegNetZ-500MF", 2.0, "dWr")
+
+
+def test_scale_to_reaches_targets_near_a_small_base():
+    base = fs.get_model_spec("RegNetZ-500MF", resolution=32, test_resolution=32)
+    flops = fs.complexity(base)["flops"]
+    res = fs.scale_to(base, flops * 0.7, "dWr")  # candidates below 32 px are skipped
+    assert res.spec.resolution >= 32 and abs(res.flops / (flops * 0.7) - 1) < 0.25

@@ -101,3 +101,12 @@ def test_specs_are_immutable_values():
         spec.widths = (1, 2, 3, 4)
     assert spec.replace(num_classes=10) != spec
     assert spec.replace(num_classes=10).replace(num_classes=1000) == spec
+
+
+def test_specs_refuse_values_a_cast_would_change():
+    with pytest.raises(fs.errors.ConfigError, match="widths.*must be integers"):
+        fs.get_model_spec("RegNetX-200MF").replace(widths=(24.5, 56, 152, 368))
+    with pytest.raises(fs.errors.ConfigError, match="depths.*must be numbers"):
+        fs.get_model_spec("RegNetX-200MF").replace(depths=(1, True, 4, 7))
+    with pytest.raises(fs.errors.ConfigError, match="resolution.*must be an integer"):
+        fs.get_model_spec("RegNetX-200MF").replace(resolution=224.5)

@@ -227,7 +227,7 @@ def test_benchmark_family_writes_csv_json_plots_and_fit(tmp_path, capsys):
 def test_failing_model_does_not_abort_sweep(tmp_path, monkeypatch):
     from fastscale_jax.timing import benchmark
 
-    good = tiny_spec("Good")
+    good = tiny_spec("Good", depths=(1, 2))  # not the same network as Boom (timed once)
     # 48 px through a network that downsamples by 64: too small to run
     bad = tiny_spec("Bad", stem_type="res_stem_in", depths=(1, 1, 1, 1), strides=(2, 2, 2, 2),
                     resolution=48)
@@ -276,3 +276,42 @@ def test_time_interleaved_times_every_model_in_every_window():
                     strides=(2, 2, 2, 2), resolution=48)
     with pytest.raises(fs.errors.ConfigError, match="downsamples"):  # checked before compiling
         fs.timing.time_interleaved([small, bad], None, "inference", batch_size=2)
+
+
+def test_benchmark_saves_as_it_goes_resumes_and_dedupes(tmp_path, monkeypatch):
+    from fastscale_jax.timing import benchmark
+
+    specs = [tiny_spec(f"m{i}", depths=(1, i + 1)) for i in range(4)]
+    fam = [({"model": s.name, "kind": "x", "factor": 1.0}, s) for s in specs]
+    fam.append(({"model": "m1-again", "kind": "y", "factor": 2.0}, specs[1].replace(name="again")))
+    calls = []
+
+    def fake(spec, config=None, on_stage=None, **kw):
+        if len(calls) == 2 and fake.stop:
+            raise KeyboardInterrupt  # Ctrl-C during the third model
+        calls.append(spec.name)
+        spread = 50.0 if spec.name == "m3" else 1.0  # m3 stays noisy
+        return {m: fs.timing.TimingResult(model=spec.name, mode=m, batch_size=2, resolution=32,
+                                          dtype="float32", num_devices=1, warmup=0, iters=1,
+                                          windows=1, dataset_size=1, time_s=0.01, min_s=0.01,
+                                          max_s=0.01, spread_pct=spread, compile_s=0.1,
+                                          images_per_s=200.0)
+                for m in kw["modes"]}
+
+    fake.stop = True
+    monkeypatch.setattr(benchmark, "time_model", fake)
+    monkeypatch.setattr(sweep_lib, "resolve_family", lambda cfg: fam)
+    c = _small_timing(config_lib.base_config())
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_benchmark(c, str(tmp_path), progress=False)
+    lines = (tmp_path / "benchmark_rows.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and calls == ["m0", "m1"]  # measured rows are on disk
+    (tmp_path / "benchmark_rows.jsonl").write_text("\n".join(lines) + '\n{"key": "to')  # torn
+    fake.stop = False
+    out = benchmark.run_benchmark(c, str(tmp_path), progress=False)
+    assert calls == ["m0", "m1", "m2", "m3", "m3", "m3"]  # the rest; m3 re-measured twice
+    rows = {r["name"]: r for r in out["rows"]}
+    assert rows["again"]["kind"] == "y" and rows["again"]["factor"] == 2.0  # timed once
+    assert rows["m3"]["inference_noisy"] and not rows["m0"]["inference_noisy"]
+    assert rows["m3"]["remeasured"] == 2
+    assert len(list(csv.DictReader(open(tmp_path / "benchmark.csv")))) == 5

@@ -192,3 +192,44 @@ def test_bad_names_fail_before_compile(tmp_path, section, key, value, match):
     with pytest.raises(ValueError, match=match):
         train_and_evaluate(c, str(tmp_path), data=SyntheticData(), spec=SPEC)
     assert not (tmp_path / "checkpoints").exists()
+
+
+class SigintData(TriggerData):
+    """Sends this process SIGINT (Ctrl-C) while serving training batch number `at`."""
+
+    def fire(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_saves_like_sigterm_and_resume_with_another_batch_is_refused(tmp_path):
+    c = make_config(num_train_steps=8)
+    res = train_and_evaluate(c, str(tmp_path), data=SigintData(2), spec=SPEC)
+    assert res["interrupted"] and res["signal"] == "Ctrl-C" and res["step"] == 3
+    assert ckpt_lib.Checkpointer(str(tmp_path)).latest_step() == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    config_json = (tmp_path / "config.json").read_text()
+    c2 = make_config(num_train_steps=8)
+    c2.train.global_batch_size = 8
+    with pytest.raises(fs.errors.WorkdirError, match=r"train.global_batch_size=16, not 8"):
+        train_and_evaluate(c2, str(tmp_path), data=SyntheticData(), spec=SPEC)
+    assert (tmp_path / "config.json").read_text() == config_json  # the record is kept
+
+
+def test_torn_metrics_line_is_dropped_with_a_warning_and_the_run_resumes(tmp_path, capsys):
+    c = make_config(num_train_steps=8)
+    train_and_evaluate(c, str(tmp_path), data=SigtermData(5), spec=SPEC)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "split": "tr')  # a crash mid-write
+    res = train_and_evaluate(c, str(tmp_path), data=SyntheticData(), spec=SPEC)
+    assert res["step"] == 8 and "is not a complete record" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4, 6, 8]  # each once
+    assert not (tmp_path / ".lock").exists()  # a finished run leaves no lock file
+
+
+def test_divergence_message_suggests_float32_only_for_low_precision(tmp_path):
+    c = make_config(num_train_steps=8)
+    c.optim.base_lr = 1e6
+    with pytest.raises(NonFiniteLossError) as e:
+        train_and_evaluate(c, str(tmp_path / "f32"), data=SyntheticData(), spec=SPEC)
+    assert "model.dtype=float32" not in str(e.value) and "optim.base_lr" in str(e.value)

@@ -10,6 +10,7 @@ source, preprocessing); load it with fs.convert.load_converted(OUT_DIR).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -30,9 +31,11 @@ def main(argv=None) -> int:
                    help="eval crop ratio to record (timm: the model's crop_pct, e.g. 0.95 for regnetz_005)")
     args = p.parse_args(argv)
 
+    from fastscale_jax.errors import UserError
+
     try:
         return _convert(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as e:
+    except UserError as e:  # a problem the user can fix: one line; anything else is a bug
         p.exit(2, f"{p.prog}: error: {e}\n")
 
 
@@ -40,7 +43,10 @@ def _convert(args) -> int:
     import fastscale_jax as fs
     from fastscale_jax import convert
 
+    from fastscale_jax.convert.checkpoint_io import check_writable
+
     spec = fs.get_model_spec(args.model)
+    check_writable(os.path.abspath(args.output))  # before reading or converting anything
     if args.num_classes is not None:
         spec = spec.replace(num_classes=args.num_classes)
     state_dict = convert.read_checkpoint(args.checkpoint, key=args.key, trust_pickle=args.trust_pickle)

@@ -99,6 +99,20 @@ def read_checkpoint(path: str, key: str | None = None, *, trust_pickle: bool = F
     return {k: as_numpy(v, k) for k, v in obj.items()}
 
 
+def check_writable(path: str) -> None:
+    """ConfigError naming the folder when `path` cannot be created or written (before any
+    conversion work)."""
+    import tempfile
+
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write the output directory {path!r} ({e.strerror}); choose "
+                          "a folder you can write to") from None
+
+
 def save_converted(path: str, variables: dict, spec, *, source: str, preprocessing: dict | None = None,
                    source_file: str | None = None) -> str:
     """Writes converted `variables` of `spec` to the directory `path` (see module docstring).
@@ -111,7 +125,7 @@ def save_converted(path: str, variables: dict, spec, *, source: str, preprocessi
     vdir = os.path.join(path, VARIABLES_DIR)
     if os.path.exists(vdir):
         raise PathExistsError(f"{vdir!r} exists; choose a new output directory")
-    os.makedirs(path, exist_ok=True)
+    check_writable(path)
     tree = {c: variables.get(c, {}) for c in ("params", "batch_stats")}
     tree = _map(lambda x: np.asarray(x, np.float32), tree)
     ckptr = ocp.StandardCheckpointer()

@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from fastscale_jax.errors import ConfigError
+from fastscale_jax.errors import ConfigError, DataError
 from fastscale_jax.data import _tf, randaugment, sources, transforms
 from fastscale_jax.data import config as config_lib
 from fastscale_jax.data._tf import no_autograph
@@ -51,6 +51,9 @@ def dataset_info(data_cfg) -> dict:
     """
     _tf.host_only()
     source = _source(data_cfg)
+    if int(source.num_classes) < 2:
+        raise DataError(f"{source.description} has {source.num_classes} class: a classifier "
+                        "needs at least 2 (accuracy would be 100% by construction); add classes")
     return dict(num_classes=int(source.num_classes),
                 num_train=int(source.split_size(data_cfg.train_split)),
                 num_eval=int(source.split_size(data_cfg.eval_split)),

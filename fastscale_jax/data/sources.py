@@ -86,12 +86,40 @@ def _list_dirs(path):
                   if tf.io.gfile.isdir(os.path.join(path, d.rstrip("/"))))
 
 
+# A class folder passes when one of its first DECODE_PROBES files decodes (a split whose every
+# image is undecodable would otherwise make tf.data skip forever: a training stream repeats)
+DECODE_PROBES = 32
+
+
+def _check_decodable(class_dir: str, files: list[str]) -> None:
+    """DataError naming the class folder, how many files were tried and why the first failed,
+    when none of its first DECODE_PROBES files can be read and decoded."""
+    why = None
+    for f in files[:DECODE_PROBES]:
+        path = os.path.join(class_dir, f)
+        if os.path.islink(path) and not os.path.exists(path):
+            why = why or f"{f}: a symbolic link to a missing file ({os.readlink(path)})"
+            continue
+        try:
+            transforms.decode(tf.io.read_file(path))
+            return
+        except tf.errors.OpError as e:
+            why = why or f"{f}: {(e.message or type(e).__name__).splitlines()[0][:160]}"
+    n = min(len(files), DECODE_PROBES)
+    raise DataError(f"Class folder {class_dir!r}: none of the {n} image file(s) tried "
+                    f"({'all' if n == len(files) else f'the first {n} of {len(files)}'}) can be "
+                    f"read and decoded (first: {why}); fix or remove them")
+
+
 class FolderSource(Source):
 
     def __init__(self, root: str):
         root = os.path.expanduser(root)
         self.root = root
         self.description = f"image folder {root!r}"
+        if tf.io.gfile.exists(root) and not tf.io.gfile.isdir(root):
+            raise ConfigError(f"data.folder={root!r} is a file, not a folder: give the folder "
+                              "ROOT holding ROOT/train/<class>/*.jpg and ROOT/val|test/...")
         if not tf.io.gfile.isdir(root):
             raise MissingPathError(f"Image folder {root!r} does not exist (data.folder). Expected "
                                     "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg (or "
@@ -121,6 +149,7 @@ class FolderSource(Source):
                         f"Class folder {class_dir!r} contains no images "
                         f"({'/'.join(IMAGE_EXTENSIONS)}); add images or remove the folder "
                         f"(from every split).")
+                _check_decodable(class_dir, files)
                 paths.extend(os.path.join(class_dir, f) for f in files)
                 labels.extend([label] * len(files))
             self._files[split] = (paths, np.asarray(labels, np.int32), classes)

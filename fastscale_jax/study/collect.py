@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from fastscale_jax.config import flat_dict
 from fastscale_jax.study import runner
 
 COLUMNS = ("run", "base", "strategy", "kind", "alpha", "factor", "target", "target_flops",
@@ -39,16 +40,6 @@ def _read_json(path):
         return None
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def same_config(member_dir: str, config) -> bool:
     """True when the run's config.json (what it last trained with) agrees with `config` on
     every key both have: a changed setting means retraining, a key added or removed by a newer
@@ -56,7 +47,7 @@ def same_config(member_dir: str, config) -> bool:
     old = _read_json(os.path.join(member_dir, "config.json"))
     if old is None:
         return False
-    a, b = _flat(old), _flat(json.loads(config.to_json_best_effort()))
+    a, b = flat_dict(old), flat_dict(json.loads(config.to_json_best_effort()))
     return all(a[k] == b[k] for k in a.keys() & b.keys())
 
 

@@ -17,9 +17,15 @@ Writes to workdir:
   family_runtime_vs_flops_<mode>.png
   fit.json                         per mode: time per image ~ a*flops + b*acts + c (and flops
                                    only, acts only): coefficients, R^2, leave-one-out error
+  benchmark_rows.jsonl             one line per model, appended as soon as it is measured: a
+                                   sweep stopped (Ctrl-C, kill -9) and rerun with the same
+                                   settings times only the models not in it
 A model that fails (bad resolution, OOM, XLA error) keeps its row, with the error, and the
 sweep goes on; when every model fails, the files are still written and run_benchmark raises
-AllModelsFailedError (launch.py: one line, exit status 2).
+AllModelsFailedError (one `error:` line, exit status 2). Identical specs are timed once; a
+cell whose windows spread over timing.max_spread_pct (20%) is timed again up to
+timing.remeasure (2) times and flagged (<mode>_noisy, '!' in the table) if it stays noisy;
+the fit warns of negative coefficients and a low R^2.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ def model_row(labels: dict, spec, results: dict | None, settings: dict,
         row[f"{mode}_time_ms"] = ms(r.time_s) if r else None
         row[f"{mode}_min_ms"] = ms(r.min_s) if r else None
         row[f"{mode}_spread_pct"] = r.spread_pct if r and r.ok else None
+        row[f"{mode}_noisy"] = (bool(r.spread_pct > settings["max_spread_pct"])
+                                if r and r.ok else None)
         row[f"{mode}_images_per_s"] = r.images_per_s if r and r.ok else None
         row[f"{mode}_images_per_s_per_device"] = r.images_per_s_per_device if r and r.ok else None
         row[f"{mode}_epoch_h"] = r.epoch_s / 3600 if r and r.ok else None
@@ -86,27 +94,106 @@ def model_row(labels: dict, spec, results: dict | None, settings: dict,
     return row
 
 
+ROWS_FILE = "benchmark_rows.jsonl"   # one line per measured model, appended as it is measured
+
+
+def _settings_key(settings: dict) -> str:
+    """The timing settings a measurement depends on (a rerun reuses rows measured with them)."""
+    keep = ("batch_size", "resolution", "dtype", "modes", "warmup", "iters", "windows",
+            "num_devices", "conv_impl", "seed")
+    return json.dumps({k: settings.get(k) for k in keep}, sort_keys=True, default=str)
+
+
+def _model_key(spec, settings: dict) -> str:
+    from fastscale_jax.scaling import structure_key
+
+    return repr(structure_key(spec)) + "|" + _settings_key(settings)
+
+
+def _load_done(path: str, log=print) -> dict:
+    """{model key: {'row', 'results'}} of a previous (possibly interrupted) run; a torn last
+    line (the process was killed while writing it) is dropped with a warning."""
+    done = {}
+    if not os.path.exists(path):
+        return done
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+            done[rec["key"]] = rec
+        except (ValueError, KeyError):
+            log(f"warning: {path} line {i + 1} is torn or not a record (an interrupted write?); "
+                "that model is measured again")
+    return done
+
+
+def _time_with_retries(spec, config, settings, on_stage) -> tuple[dict, int]:
+    """time_model, with a mode whose windows spread more than timing.max_spread_pct timed
+    again (up to timing.remeasure times; the least spread measurement kept). ({mode:
+    TimingResult}, retries made)."""
+    results = time_model(spec, config, on_stage=on_stage, **settings)
+    tries = 0
+    while tries < int(settings["remeasure"]):
+        noisy = [m for m, r in results.items() if r.ok and r.spread_pct > settings["max_spread_pct"]]
+        if not noisy:
+            break
+        tries += 1
+        on_stage(f"re-measuring {', '.join(noisy)} (spread over {settings['max_spread_pct']:g}%)")
+        again = time_model(spec, config, on_stage=on_stage, **{**settings, "modes": tuple(noisy)})
+        for m in noisy:
+            if again[m].ok and again[m].spread_pct < results[m].spread_pct:
+                results[m] = again[m]
+    return results, tries
+
+
 def benchmark_family(family: list[tuple[dict, object]], settings: dict, config=None,
-                     progress: bool = True) -> tuple[list[dict], list[dict]]:
+                     progress: bool = True, workdir: str | None = None,
+                     log=print) -> tuple[list[dict], list[dict]]:
     """Time every (labels, spec) of `family` with time_model(spec, config, **settings);
     (rows, results as dicts). Failures of one model (any Exception) are recorded in its row
-    and the sweep continues."""
+    and the sweep continues. Identical specs are timed once; a noisy cell is re-measured
+    (timing.max_spread_pct, timing.remeasure) and flagged (<mode>_noisy) if it stays noisy.
+    With a workdir every model's row is appended to WORKDIR/benchmark_rows.jsonl as soon as it
+    is measured, and models measured there before with the same settings are not timed again
+    (a stopped sweep resumes where it was)."""
     from tqdm.auto import tqdm
 
     settings = timing_settings(config, **settings)  # complete and validated, for the rows
-    rows, full = [], []
+    path = os.path.join(workdir, ROWS_FILE) if workdir else None
+    done = _load_done(path, log) if path else {}
+    reused = sum(_model_key(spec, settings) in done for _, spec in family)
+    if reused:
+        log(f"benchmark: {reused} of {len(family)} model(s) already measured in {path}; "
+            "timing the rest")
+    rows, full, seen = [], [], {}
     bar = tqdm(family, desc="benchmark", unit="model", disable=not progress, dynamic_ncols=True)
     for labels, spec in bar:
         def on_stage(text, name=spec.name):
             bar.set_description(f"{name}: {text}")
 
-        results, error = None, None
+        key = _model_key(spec, settings)
+        if key in done or key in seen:  # measured before (this run or an earlier one)
+            rec = done.get(key) or seen[key]
+            row = {**rec["row"], **{k: v for k, v in labels.items()}, "name": spec.name}
+            rows.append(row)
+            full += [{**labels, **r} for r in rec["results"]]
+            continue
+        results, error, tries = None, None, 0
         try:
-            results = time_model(spec, config, on_stage=on_stage, **settings)
-            full += [{**labels, **r.to_dict()} for r in results.values()]
+            results, tries = _time_with_retries(spec, config, settings, on_stage)
         except Exception as e:  # noqa: BLE001 - recorded in the row, the sweep goes on
             error = _fmt_err(e)
-        rows.append(model_row(labels, spec, results, settings, error))
+        row = model_row(labels, spec, results, settings, error)
+        row["remeasured"] = tries
+        res_dicts = [r.to_dict() for r in (results or {}).values()]
+        rows.append(row)
+        full += [{**labels, **r} for r in res_dicts]
+        seen[key] = {"key": key, "row": row, "results": res_dicts}
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps(_json_safe(seen[key])) + "\n")
+            _write_csv(rows, os.path.join(workdir, "benchmark.csv"))  # what is measured so far
     bar.set_description("benchmark done")
     bar.close()
     return rows, full
@@ -143,6 +230,23 @@ def fits_by_mode(rows: list[dict], modes) -> dict:
     return out
 
 
+def fit_warnings_of(fits: dict, min_r2: float = 0.9) -> list[str]:
+    """What makes a runtime fit untrustworthy: a negative coefficient (more flops or acts
+    predicted to be faster) or a low R^2."""
+    out = []
+    for name, f in fits.items():
+        if not f.get("coef"):
+            continue
+        neg = [k for k, v in f["coef"].items() if k != "intercept" and v < 0]
+        if neg:
+            out.append(f"fit '{name}' has a negative {' and '.join(neg)} coefficient: more "
+                       f"{' / '.join(neg)} predicted to run faster (noise, or too few / too "
+                       "alike models): do not extrapolate with it")
+        if f["r2"] == f["r2"] and f["r2"] < min_r2:
+            out.append(f"fit '{name}' explains little: R^2 = {f['r2']:.3f} < {min_r2}")
+    return out
+
+
 def summary_table(rows: list[dict], modes) -> str:
     from fastscale_jax.report import format_table, human
 
@@ -159,7 +263,8 @@ def summary_table(rows: list[dict], modes) -> str:
         for m in modes:
             t, ips, c = (r.get(f"{m}_time_ms"), r.get(f"{m}_images_per_s"),
                          r.get(f"{m}_compile_s"))
-            line += [f"{t:.1f}" if t else "-", f"{ips:.1f}" if ips else "-",
+            flag = "!" if r.get(f"{m}_noisy") else ""
+            line += [f"{t:.1f}{flag}" if t else "-", f"{ips:.1f}" if ips else "-",
                      f"{c:.1f}" if c else "-"]
         err = r.get("error") or ""
         line.append(err[:60] + ("..." if len(err) > 60 else ""))
@@ -186,11 +291,11 @@ def run_benchmark(config, workdir: str, progress: bool = True) -> dict:
           f"({env['backend']}), batch {settings['batch_size']}, {dtype}, modes {modes}, "
           f"{settings['windows']} windows x {settings['iters']} iters after "
           f"{settings['warmup']} warm-up; jax {env['jax']}, flax {env['flax']}")
-    rows, full = benchmark_family(family, settings, config, progress=progress)
+    os.makedirs(workdir, exist_ok=True)
+    rows, full = benchmark_family(family, settings, config, progress=progress, workdir=workdir)
     for r in rows:
         r.update({k: env.get(k) for k in _ENV_KEYS})
 
-    os.makedirs(workdir, exist_ok=True)
     files = {"csv": os.path.join(workdir, "benchmark.csv"),
              "json": os.path.join(workdir, "benchmark.json"),
              "fit": os.path.join(workdir, "fit.json")}
@@ -199,9 +304,11 @@ def run_benchmark(config, workdir: str, progress: bool = True) -> dict:
         json.dump(_json_safe({"env": env, "settings": settings, "rows": rows,
                               "results": full}), f, indent=1)
     fits = fits_by_mode(rows, modes)
+    fit_warnings = {m: fit_warnings_of(fits[m]) for m in modes}
     with open(files["fit"], "w") as f:
         json.dump(_json_safe({"unit": "seconds per image; flops = multiply-adds per image, "
-                                      "acts per image", "env": env, "fits": fits}), f, indent=1)
+                                      "acts per image", "env": env, "fits": fits,
+                              "warnings": fit_warnings}), f, indent=1)
     plots = []
     for mode in modes:
         try:
@@ -221,6 +328,14 @@ def run_benchmark(config, workdir: str, progress: bool = True) -> dict:
         for mode in modes:
             print(f"runtime model ({mode}), time per image:")
             print(format_fit(fits[mode]))
+            for w in fit_warnings[mode]:
+                print(f"  warning: {w}")
+    noisy = [(r.get("name"), m, r[f"{m}_spread_pct"]) for r in rows for m in modes
+             if r.get(f"{m}_noisy")]
+    if noisy:
+        print(f"{len(noisy)} noisy cell(s), spread over {settings['max_spread_pct']:g}% after "
+              f"{settings['remeasure']} re-measurement(s) (a busy machine? see the "
+              "_noisy columns): " + "; ".join(f"{n} {m} {s:.0f}%" for n, m, s in noisy))
     failed = [r for r in rows if r.get("error")]
     if failed:
         print(f"{len(failed)} of {len(rows)} model(s) failed; see the error column")

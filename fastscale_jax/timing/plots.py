@@ -54,7 +54,7 @@ def runtime_vs_complexity(rows: list[dict], mode: str, path: str, env: dict | No
         for kind, rs in _by_kind(rows).items():  # one colour per scaling kind, in the legend
             ax.scatter([q[feat] for q in rs], [q[key] for q in rs], s=18,
                        label=kind if _is_family(rs[0]) else None)
-        if len(rows) <= 40:  # labels offset from their point and clipped to the panel
+        if len(rows) <= 12:  # more labels overlap: the legend says the kind, the CSV the rest
             for xi, yi, row in zip(x, y, rows):
                 ax.annotate(_label(row), (xi, yi), xytext=(3, 3), textcoords="offset points",
                             fontsize=6, alpha=0.7, annotation_clip=True, clip_on=True)
@@ -62,18 +62,34 @@ def runtime_vs_complexity(rows: list[dict], mode: str, path: str, env: dict | No
         if ax is axes[0] and any(_is_family(q) for q in rows):
             ax.legend(fontsize=7, title="scaling", title_fontsize=7)
         ax.set_xlabel(label)
-        ax.set_ylabel(f"{mode} time per batch (ms)")
+        _human_axis(ax.xaxis)
+        b = rows[0] if rows else {}
+        ax.set_ylabel(f"{mode} ms per step of {b.get('batch_size', '?')} images "
+                      f"({mode}_time_ms)")
         ax.set_title(f"{mode} vs {feat}: Pearson r = {r:.3f}")
         ax.grid(alpha=0.3)
     if env:
         b = rows[0] if rows else {}
-        fig.suptitle(f"{env.get('device_kind', '?')} ({env.get('backend', '?')}), batch "
-                     f"{b.get('batch_size', '?')}, {b.get('dtype', '?')}, jax "
-                     f"{env.get('jax', '?')}", fontsize=9)
+        fig.suptitle(f"{_device_title(env)}, batch {b.get('batch_size', '?')}, "
+                     f"{b.get('dtype', '?')}, jax {env.get('jax', '?')}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _human_axis(axis) -> None:
+    """Tick labels as 120M / 4.5G instead of matplotlib's offset notation (1e8)."""
+    from matplotlib.ticker import FuncFormatter
+
+    from fastscale_jax.report import human
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: human(v) if v else "0"))
+
+
+def _device_title(env: dict) -> str:
+    kind, backend = env.get("device_kind", "?"), env.get("backend", "?")
+    return kind if str(kind).lower() == str(backend).lower() else f"{kind} ({backend})"
 
 
 def _by_kind(rows):
@@ -89,7 +105,7 @@ def family_plots(rows: list[dict], mode: str, workdir: str) -> list[str]:
     paths = []
     for ykey, ylabel, fname in (
             ("acts", "activations", "family_acts_vs_flops.png"),
-            (f"{mode}_time_ms", f"{mode} time per batch (ms)",
+            (f"{mode}_time_ms", f"{mode} ms per step ({mode}_time_ms)",
              f"family_runtime_vs_flops_{mode}.png")):
         good = _ok(_ok(rows, ykey), "flops")
         if not good:

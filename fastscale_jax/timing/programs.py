@@ -55,7 +55,8 @@ def timing_settings(config=None, **overrides) -> dict:
     from fastscale_jax.models import resolve_dtype
 
     config = _or_base(config)
-    s = {k: config.timing[k] for k in config.timing.keys()}
+    s = {"max_spread_pct": 20.0, "remeasure": 2,  # benchmark-only settings of older configs
+         **{k: config.timing[k] for k in config.timing.keys()}}
     s.update(conv_impl=config.model.conv_impl, seed=int(config.seed))
     bad = sorted(set(overrides) - set(s))
     if bad:
@@ -68,10 +69,13 @@ def timing_settings(config=None, **overrides) -> dict:
         raise ConfigError(f"unknown timing mode {bad[0] if bad else None!r}; valid: {MODES}")
     s["num_devices"] = 1 if s["num_devices"] is None else s["num_devices"]
     for name, lo in (("batch_size", 1), ("iters", 1), ("windows", 1), ("warmup", 0),
-                     ("num_devices", 1), ("dataset_size", 1)):
+                     ("num_devices", 1), ("dataset_size", 1), ("remeasure", 0)):
         v = s[name]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
             raise ConfigError(f"timing.{name} must be an int >= {lo}, got {v!r}")
+    spread = s.get("max_spread_pct")
+    if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread > 0:
+        raise ConfigError(f"timing.max_spread_pct must be a number > 0 (percent), got {spread!r}")
     available = jax.local_devices()
     if s["num_devices"] > len(available):
         raise ConfigError(f"timing.num_devices={s['num_devices']} but only {len(available)} "

@@ -28,8 +28,10 @@ class NonFiniteLossError(DivergedError):
 class LossGuard:
     """Pending losses, the staged checkpoint and the last one written (see the module doc)."""
 
-    def __init__(self, ckpt, *, loss_limit: float, schedule, meta: dict, last_saved=None):
+    def __init__(self, ckpt, *, loss_limit: float, schedule, meta: dict, last_saved=None,
+                 low_precision: bool = False):
         self.ckpt, self.loss_limit, self.schedule, self.meta = ckpt, loss_limit, schedule, meta
+        self.low_precision = low_precision  # bf16 / f16 compute: suggest float32 too
         self.last_saved = last_saved
         self.losses: list[float] = []     # every checked loss of this invocation, in order
         self._pending: list = []          # (step, loss, grad norm) on device, not read back
@@ -81,4 +83,4 @@ class LossGuard:
                 "No checkpoint passed the checks, so the run must start over")
         raise NonFiniteLossError(
             f"{what}; stopping. {good}. Lower optim.base_lr, add optim.clip_grad_norm or "
-            "warmup, or use model.dtype=float32.")
+            f"warmup{', or use model.dtype=float32' if self.low_precision else ''}.")

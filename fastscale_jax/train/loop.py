@@ -36,6 +36,7 @@ from typing import Any
 from fastscale_jax.errors import DataError, MissingPathError, WorkdirError
 from fastscale_jax import memory
 from fastscale_jax import workdir as workdir_lib
+from fastscale_jax.config import flat_dict
 from fastscale_jax.data.config import stream_seeds
 from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import losses, setup
@@ -103,6 +104,44 @@ def _open_checkpoints(config, workdir: str, run: _Run, *, for_eval: bool):
     return ckpt, latest, tree
 
 
+# config keys a resume may change without a word (display and bookkeeping, not the run)
+_QUIET_KEYS = ("train.progress", "train.log_every_steps", "train.tensorboard", "train.plot",
+               "train.eval_batch_size", "checkpoint.", "distributed.", "host_malloc", "study_member.")
+
+
+def _check_resume(config, workdir: str, run: _Run, ckpt, latest) -> None:
+    """Refuse a resume whose global batch differs from the checkpoint's (the learning rate,
+    scaled with the batch, and the data stream would silently change); say so when the
+    schedule's length changes (training longer or shorter: the lr from here on follows the new
+    schedule); name any other changed setting."""
+    meta = ckpt.read_meta(latest) or {}
+    was = meta.get("global_batch_size")
+    if was is not None and was != run.sizes.batch:
+        raise WorkdirError(
+            f"--workdir {workdir} holds a run checkpointed at step {latest} with "
+            f"train.global_batch_size={was}, not {run.sizes.batch}: resuming would change its "
+            f"learning rate and data stream; restore it (its config.json has the run's "
+            "settings) or use a new --workdir")
+    if not run.is_main:
+        return
+    was = meta.get("total_steps")
+    if was is not None and was != run.sizes.total_steps:
+        print(f"warning: resuming at step {latest} with a schedule of {run.sizes.total_steps} "
+              f"steps instead of the checkpoint's {was}: the learning rate from here on follows "
+              "the new schedule (neither run's alone)", flush=True)
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            old = flat_dict(json.load(f))
+    except (OSError, ValueError):
+        return
+    new = flat_dict(json.loads(config.to_json_best_effort()))
+    diff = [k for k in sorted(old.keys() & new.keys()) if old[k] != new[k]
+            and not k.startswith(_QUIET_KEYS)]
+    if diff:
+        print("warning: resuming with changed settings: " + "; ".join(
+            f"{k} {old[k]!r} -> {new[k]!r}" for k in diff[:12]), flush=True)
+
+
 def _finished(workdir: str, latest, total_steps: int) -> dict | None:
     """final_metrics.json of this workdir when its run already ended at total_steps."""
     path = os.path.join(workdir, "final_metrics.json")
@@ -134,10 +173,15 @@ def _train_stream(config, run: _Run, step: int):
 
 def _evaluate(config, run: _Run, par, steps: setup.Steps, state) -> dict:
     """top1 / top5 / loss (and ema_*) over the eval split, each example counted once."""
+    from tqdm import tqdm
+
     it = run.data.eval_iterator(config.data, global_batch_size=run.sizes.eval_batch,
                                 image_size=int(run.spec.resolution))
+    n = len(it) if hasattr(it, "__len__") else None
+    show = run.is_main and bool(config.train.get("progress", True))
     total = None
-    for batch in it:
+    for batch in tqdm(it, total=n, desc="eval", unit="batch", leave=False, disable=not show,
+                      dynamic_ncols=True):
         out = par.get_metrics(steps.eval(state, par.put_batch(batch)))
         total = out if total is None else {k: total[k] + out[k] for k in total}
     if not total or total["count"] == 0:
@@ -168,6 +212,9 @@ def _write_run_info(config, workdir: str, run: _Run) -> None:
         f.write(table + "\n")
     s = run.sizes
     print(table)
+    warning = report.small_maps_warning(run.spec)
+    if warning:
+        print(warning, flush=True)
     print(f"{run.spec.name}: {s.total_steps} steps ({s.steps_per_epoch}/epoch), global batch "
           f"{s.batch} on {run.num_devices} device(s) x {run.process_count} process(es), "
           f"peak lr {s.lr:.4g} ({config.optim.name}, {config.optim.schedule}, "
@@ -194,6 +241,8 @@ def train_and_evaluate(config, workdir: str, *, data=None, spec=None) -> dict:
         ckpt, latest, tree = _open_checkpoints(config, workdir, run, for_eval=False)
         stack.callback(ckpt.close)  # also on errors: finishes in-flight async saves
         done = _finished(workdir, latest, run.sizes.total_steps)  # every process decides
+        if latest is not None and done is None:
+            _check_resume(config, workdir, run, ckpt, latest)
         if done is not None:
             if run.is_main:
                 print(f"{workdir} already finished {run.sizes.total_steps} steps: {_fmt(done)}. "
@@ -233,6 +282,7 @@ def _train(config, workdir: str, run: _Run, ckpt, par, steps: setup.Steps, state
     sz, main = run.sizes, run.is_main
     guard = LossGuard(ckpt, loss_limit=losses.divergence_limit(run.spec.num_classes),
                       schedule=steps.schedule, last_saved=step or None,
+                      low_precision=str(config.model.dtype) not in ("float32", "f32"),
                       meta=dict(ckpt_lib.spec_meta(run.spec), parallel=config.parallel,
                                 global_batch_size=sz.batch, total_steps=sz.total_steps))
     meter, window = Throughput(sz.batch, sz.num_train), LogWindow(sz.batch)
@@ -269,7 +319,7 @@ def _train(config, workdir: str, run: _Run, ckpt, par, steps: setup.Steps, state
                 guard.check()
                 avg = window.flush(par.get_metrics)
                 writer.write(step, "train", avg)
-                bar.show(loss=f"{avg['loss']:.3f}", lr=f"{avg['lr']:.3g}",
+                bar.show(step, loss=f"{avg['loss']:.3f}", lr=f"{avg['lr']:.3g}",
                          img_s=f"{avg['images_per_s']:.0f}")
             if step % sz.ckpt_every == 0 or step == sz.total_steps:
                 guard.stage(step, state, par.get_state, now=step == sz.total_steps)
@@ -285,9 +335,10 @@ def _train(config, workdir: str, run: _Run, ckpt, par, steps: setup.Steps, state
                     guard.stage(step, state, par.get_state, now=True)
                 ckpt.close()
                 if main:
-                    print(f"SIGTERM: saved a checkpoint at step {step} in {ckpt.directory}; "
-                          "rerun the same command to resume")
-                return {"step": step, "interrupted": True, "losses": guard.losses}
+                    print(f"{sigterm.signal}: saved a checkpoint at step {step} in "
+                          f"{ckpt.directory}; rerun the same command to resume")
+                return {"step": step, "interrupted": True, "signal": sigterm.signal,
+                        "losses": guard.losses}
         bar.close()
         guard.check()
         meter.t_end = time.time()

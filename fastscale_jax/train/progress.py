@@ -20,7 +20,9 @@ class EpochBar:
 
     def __init__(self, steps_per_epoch: int, total_steps: int, enabled: bool):
         self.per_epoch, self.total, self.enabled = steps_per_epoch, total_steps, enabled
+        self.epochs = -(-total_steps // steps_per_epoch)
         self.bar = None
+        self._t0, self._timed = None, 0  # steady-state clock and steps since the first one
 
     def start_step(self, step: int) -> None:
         """Open the epoch's bar when `step` starts an epoch (or the loop starts mid-epoch)."""
@@ -29,15 +31,28 @@ class EpochBar:
         self.close()
         in_epoch = step % self.per_epoch
         self.bar = tqdm(total=min(self.per_epoch, self.total - step + in_epoch),
-                        initial=in_epoch, desc=f"epoch {step // self.per_epoch + 1}",
+                        initial=in_epoch, desc=f"epoch {step // self.per_epoch + 1}/{self.epochs}",
                         leave=True, disable=not self.enabled, dynamic_ncols=True)
 
     def advance(self) -> None:
         """One step done."""
+        if self._t0 is None:  # the first step compiled: the clock starts after it
+            self._t0 = time.time()
+        else:
+            self._timed += 1
         self.bar.update(1)
 
-    def show(self, **values) -> None:
-        """Values shown after the bar (loss, lr, images/s)."""
+    def run_eta(self, step: int) -> str:
+        """The whole run's remaining time at the steady-state rate so far ('?' at first)."""
+        if self._t0 is None or self._timed < 2:
+            return "?"
+        left = (self.total - step) * (time.time() - self._t0) / self._timed
+        return time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else f"{left / 3600:.0f}h"
+
+    def show(self, step: int | None = None, **values) -> None:
+        """Values shown after the bar (loss, lr, images/s) and the whole run's ETA."""
+        if step is not None:
+            values["run_eta"] = self.run_eta(step)
         self.bar.set_postfix(**values)
 
     def close(self) -> None:

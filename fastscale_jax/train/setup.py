@@ -56,6 +56,9 @@ def validate_config(config, num_devices: int) -> None:
     """ValueError naming the field and the fix for any train / optim / checkpoint / parallel
     setting that cannot be honoured (batches must split over `num_devices`). The only place
     these sections are validated: the builders below assume a validated config."""
+    from fastscale_jax.config import check_ranges
+
+    check_ranges(config)  # every numeric setting's range, one line naming key and range
     _validate_model(config.model)
     optim.validate(config.optim)
     losses.validate(config.train.loss)
@@ -87,6 +90,10 @@ def run_sizes(config, *, num_train: int, for_eval: bool = False) -> Sizes:
     tcfg = config.train
     batch = int(tcfg.global_batch_size)
     eval_batch = int(tcfg.get("eval_batch_size") or batch)
+    if batch > int(num_train) and not for_eval:
+        raise ConfigError(f"train.global_batch_size={batch} is larger than the train split "
+                          f"({num_train} images): every step would repeat images within the "
+                          f"batch; use at most {num_train}")
     per_epoch = max(1, int(num_train) // batch)
     if tcfg.get("num_train_steps") is not None:
         total = int(tcfg.num_train_steps)

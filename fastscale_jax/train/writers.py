@@ -46,8 +46,16 @@ class MetricWriter:
         if not self.enabled or not os.path.exists(self.path):
             return 0
         with open(self.path) as f:
-            lines = [ln for ln in f if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
+            lines = [ln if ln.endswith("\n") else ln + "\n" for ln in f if ln.strip()]
+        keep = []
+        for i, ln in enumerate(lines):
+            try:
+                row = json.loads(ln)
+                if int(row["step"]) <= step:
+                    keep.append(ln)
+            except (ValueError, KeyError, TypeError):  # a torn line (a crash mid-write)
+                print(f"warning: {self.path} line {i + 1} is not a complete record (a run "
+                      "stopped while writing it?); dropped", flush=True)
         if len(keep) != len(lines):
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
@@ -149,13 +157,19 @@ def read_metrics(workdir: str) -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
+    out = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a torn line: truncate_after drops it on resume
+                continue
+    return out
 
 
 def plot_curves(workdir: str, title: str = "") -> str | None:
     """WORKDIR/curves.png: train and eval loss; train-batch accuracy and eval top-1 (raw and
-    EMA, the last one written out) against step."""
+    EMA, the last one written out); the learning rate -- against step."""
     recs = read_metrics(workdir)
     if not recs:
         return None
@@ -164,7 +178,7 @@ def plot_curves(workdir: str, title: str = "") -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
     tr = [r for r in recs if r["split"] == "train" and "loss" in r]
     ax1.plot([r["step"] for r in tr], [r["loss"] for r in tr], label="train loss")
     acc = [r for r in tr if "accuracy" in r]
@@ -181,7 +195,11 @@ def plot_curves(workdir: str, title: str = "") -> str | None:
         ax2.annotate(f"eval top-1 {100 * last['top1']:.1f}% at step {last['step']}",
                      (last["step"], 100 * last["top1"]), textcoords="offset points",
                      xytext=(-8, -6), ha="right", va="top", fontsize=9)
-    for ax in (ax1, ax2):  # the whole run, not a zoom on a single eval point
+    lr = [r for r in tr if "lr" in r]
+    ax3.plot([r["step"] for r in lr], [r["lr"] for r in lr], color="C2")
+    ax3.set_xlabel("step")
+    ax3.set_ylabel("learning rate (mean over each log window)")
+    for ax in (ax1, ax2, ax3):  # the whole run, not a zoom on a single eval point
         ax.set_xlim(0, max(r["step"] for r in recs) * 1.02)
     ax1.set_xlabel("step")
     ax1.set_ylabel("loss")
