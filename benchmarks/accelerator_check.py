@@ -3,7 +3,8 @@ a short training run. Prints one table (check, status, key numbers, seconds) and
 file (rewritten after every check, so a run killed by a time limit keeps what it finished).
 
     # on the accelerator, from the repository root (no install needed: the script puts the
-    # repo on sys.path); estimated 6-8 min on one H100/H200, not yet measured:
+    # repo on sys.path); estimated 7-10 min on one H100/H200 (the budget check included), not
+    # yet measured:
     python benchmarks/accelerator_check.py --out accel_check.json
 
     # the same through the project's device tool (only the working tree travels; nothing to
@@ -36,6 +37,9 @@ Checks (each catches its own errors and is recorded as ok / fail / skip with one
   alpha        RegNetZ-500MF scaled by dwr, dWr and w at x1, x4, x16 (--alpha-factors), bf16
                train step at batch 64 timed by fastscale_jax.timing: r(time, acts),
                r(time, flops), the fit time ~ a*flops + b*acts + c with leave-one-out error
+  budget       fastscale_jax.scale_to_time: RegNetZ-500MF by dWr and dwr to 2x and 4x its own
+               bf16 train-step time at batch 64; the flops each reached and every chosen
+               model re-measured in one interleaved run (re-measured time / budget)
   timm         train-step images/s of RegNetY-4GF, RegNetZ-500MF scaled to 4GF with dWr and
                EfficientNet-B0, ours (bf16) vs timm (bf16 autocast, channels-last), ratio
   cifar        a ~1 minute training run on the embedded CIFAR-10 demo set to a stated top-1
@@ -64,7 +68,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [p for p in (os.path.dirname(HERE), HERE) if p not in sys.path]
 
-CHECKS = ("environment", "families", "parity", "alpha", "timm", "cifar", "parallel", "no_tf")
+CHECKS = ("environment", "families", "parity", "alpha", "budget", "timm", "cifar", "parallel",
+          "no_tf")
 FORBIDDEN = ("tensorflow", "tensorflow_datasets", "ml_collections")
 
 
@@ -117,6 +122,8 @@ def make_plan(smoke: bool) -> dict:
             "parity": {"models": fam, "batch": 2, "resolution": 32, "rtol": 1e-3},
             "alpha": {"base": base, "kinds": ("dwr", "dWr", "w"), "factors": (1, 2),
                       "batch": 2, "dtype": "float32", "warmup": 1, "iters": 2, "windows": 2},
+            "budget": {"base": base, "multiples": (2.0,), "batch": 2, "dtype": "float32",
+                       "tolerance": 0.3, "warmup": 1, "iters": 2, "windows": 2},
             "timm": {"models": [(n, shallow(s)) for n, s in timm_models], "batch": 2,
                      "resolution": 32, "dtype": "float32", "warmup": 1, "iters": 1, "windows": 2},
             "cifar": {"spec": cifar, "batch": 64, "steps": 60, "max_seconds": 60,
@@ -134,6 +141,9 @@ def make_plan(smoke: bool) -> dict:
         "alpha": {"base": _zoo("RegNetZ-500MF"), "kinds": ("dwr", "dWr", "w"),
                   "factors": (1, 4, 16), "batch": 64, "dtype": "bfloat16",
                   "warmup": 2, "iters": 5, "windows": 3},
+        "budget": {"base": _zoo("RegNetZ-500MF"), "multiples": (2.0, 4.0), "batch": 64,
+                   "dtype": "bfloat16", "tolerance": 0.05, "warmup": 2, "iters": 5,
+                   "windows": 3},
         "timm": {"models": timm_models, "batch": 128, "resolution": None, "dtype": "bfloat16",
                  "warmup": 5, "iters": 10, "windows": 3},
         "cifar": {"spec": cifar, "batch": 256, "steps": 2500, "max_seconds": 50,
@@ -159,7 +169,8 @@ def _runners():
 
     return {"environment": lambda plan, threads: models.check_environment(plan),
             "families": models.check_families, "parity": models.check_parity,
-            "alpha": models.check_alpha, "timm": torch_side.check_timm,
+            "alpha": models.check_alpha, "budget": models.check_budget,
+            "timm": torch_side.check_timm,
             "cifar": training.check_cifar, "parallel": training.check_parallel,
             "no_tf": check_no_tf}
 

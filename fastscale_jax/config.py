@@ -31,15 +31,12 @@ import os
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from fastscale_jax.envvars import CONV_IMPL_ENV, ONEDNN_LAYOUT_ENV
 from fastscale_jax.errors import ConfigError
 from fastscale_jax.data.config import default_data_config
 from fastscale_jax.scaling import parse_flops, scale, scale_to
 from fastscale_jax.zoo import get_model_spec
 
-# The environment variable that sets model.conv_impl's default (read here only, when a config
-# is built: the implementation is then an explicit setting of the run, recorded in its config).
-CONV_IMPL_ENV = "FASTSCALE_CONV_IMPL"
-ONEDNN_LAYOUT_ENV = "FASTSCALE_ONEDNN_LAYOUT"  # the same for model.onednn_layout
 
 # Spec fields a config may override (model.<field>), with their types.
 SPEC_OVERRIDES = {"resolution": int, "test_resolution": int, "num_classes": int,
@@ -172,63 +169,6 @@ def _add_training_sections(c) -> None:
     d.process_id = placeholder(int)
     d.auto = False                   # jax.distributed.initialize() with no arguments (SLURM, TPU pods)
     d.cpu_collectives = "gloo"       # CPU multi-process collectives implementation
-
-
-# Every numeric training setting's valid range, checked once before any work (check_ranges):
-# key: (low, high, low included, high included, integer, may be None)
-INF = math.inf
-RANGES = {
-    "train.global_batch_size": (1, INF, True, False, True, False),
-    "train.eval_batch_size": (1, INF, True, False, True, True),
-    "train.epochs": (0, INF, False, False, False, False),
-    "train.num_train_steps": (1, INF, True, False, True, True),
-    "train.label_smoothing": (0, 1, True, False, False, False),
-    "train.bce_target_thresh": (0, 1, True, False, False, True),
-    "train.mixup_alpha": (0, INF, True, False, False, False),
-    "train.cutmix_alpha": (0, INF, True, False, False, False),
-    "train.mix_prob": (0, 1, True, True, False, False),
-    "train.mix_switch_prob": (0, 1, True, True, False, False),
-    "train.ema_decay": (0, 1, True, False, False, False),
-    "train.log_every_steps": (1, INF, True, False, True, False),
-    "train.eval_every_epochs": (0, INF, True, False, False, False),
-    "optim.base_lr": (0, INF, False, False, False, False),
-    "optim.base_batch_size": (0, INF, False, False, False, False),
-    "optim.momentum": (0, 1, True, False, False, False),
-    "optim.b1": (0, 1, True, False, False, False),
-    "optim.b2": (0, 1, True, False, False, False),
-    "optim.eps": (0, INF, False, False, False, False),
-    "optim.weight_decay": (0, INF, True, False, False, False),
-    "optim.warmup_epochs": (0, INF, True, False, False, False),
-    "optim.warmup_steps": (0, INF, True, False, True, True),
-    "optim.warmup_init_factor": (0, 1, True, True, False, False),
-    "optim.min_lr_factor": (0, 1, True, True, False, False),
-    "optim.clip_grad_norm": (0, INF, True, False, False, False),
-    "checkpoint.every_steps": (1, INF, True, False, True, False),
-    "checkpoint.keep": (1, INF, True, False, True, False),
-}
-
-
-def _interval(lo, hi, lo_in, hi_in) -> str:
-    return f"{'[' if lo_in else '('}{lo:g}, {'inf' if hi == INF else f'{hi:g}'}{']' if hi_in else ')'}"
-
-
-def check_ranges(config) -> None:
-    """ConfigError (one line: the key, the value, the valid range) for the first numeric
-    setting of RANGES outside its range, non-finite, or of the wrong type."""
-    for key, (lo, hi, lo_in, hi_in, integer, nullable) in RANGES.items():
-        v = _get(config, key, None)
-        if v is None:
-            if nullable or _get(config, key.split(".")[0]) is None:
-                continue
-            raise ConfigError(f"{key}=None: it must be set (a number in "
-                              f"{_interval(lo, hi, lo_in, hi_in)})")
-        what = "an integer" if integer else "a number"
-        ok_type = (isinstance(v, int) if integer else isinstance(v, (int, float)))
-        if isinstance(v, bool) or not ok_type or not math.isfinite(v):
-            raise ConfigError(f"{key}={v!r} must be {what} in {_interval(lo, hi, lo_in, hi_in)}")
-        if not ((v > lo or (lo_in and v == lo)) and (v < hi or (hi_in and v == hi))):
-            raise ConfigError(f"{key}={v!r} is out of range: must be {what} in "
-                              f"{_interval(lo, hi, lo_in, hi_in)}")
 
 
 def flat_dict(d: dict, prefix: str = "") -> dict:

@@ -16,7 +16,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "accelerator_check.py"
 FORBIDDEN = ("tensorflow", "tensorflow_datasets", "ml_collections")
-CHECKS = ("environment", "families", "parity", "alpha", "timm", "cifar", "parallel", "no_tf")
+CHECKS = ("environment", "families", "parity", "alpha", "budget", "timm", "cifar", "parallel",
+          "no_tf")
 HAVE_TORCH_TIMM = all(importlib.util.find_spec(m) for m in ("torch", "timm"))
 
 
@@ -180,3 +181,13 @@ def test_timing_config_matches_base_config():
             want = base[section][key]
             assert (tuple(value) if isinstance(value, (list, tuple)) else value) == (
                 tuple(want) if isinstance(want, (list, tuple)) else want), (section, key)
+
+
+@pytest.mark.slow
+def test_budget_check_scales_to_time_and_remeasures(smoke):
+    r = smoke[0]["checks"]["budget"]
+    assert r["status"] == "ok", r
+    assert [x["kind"] for x in r["rows"]] == ["dWr", "dwr"] and r["base_ms"] > 0
+    for x in r["rows"]:
+        assert x["budget_ms"] == pytest.approx(2 * r["base_ms"])
+        assert x["measured"] >= 1 and x["flops"] > 0 and x["remeasured_ratio"] > 0

@@ -90,6 +90,15 @@ def test_core_venv_builds_scales_counts_and_runs_a_model(tmp_path):
     for msg in out["errors"].values():
         assert msg.endswith(install) and "\n" not in msg, msg
     assert not out["workdir_left"] and out["loaded"] == []
+    # the console command and python -m fastscale_jax: the same command line as launch.py
+    for cmd in ([str(python.with_name("fastscale"))], [str(python), "-m", "fastscale_jax"]):
+        r = subprocess.run(cmd + ["--config", "regnety:800MF", "--mode", "complexity"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0 and "797,183,328" in r.stdout, r.stderr[-2000:]
+        r = subprocess.run(cmd + ["--config", "regnetz_dWr:demo", "--workdir", "w"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and "error: --mode train" in r.stderr and \
+            "pip install 'fastscale-jax[train]'" in r.stderr, r.stderr[-2000:]
 
 
 def test_ci_runs_the_readme_test_command():

@@ -156,6 +156,27 @@ c = fit["coef"]
 pred = c["flops"] * cx["flops"] + c["acts"] * cx["acts"] + c["intercept"]
 meas = timing.time_model(new, **settings)[MODES[0]].time_s
 print(f"{new.name}: predicted {pred:.1f} ms, measured {meas * 1e3:.1f} ms")'''),
+    new_markdown_cell("""## Scale to a time budget, and compare strategies at equal runtime
+
+The paper's message as a tool: give a time per step and `fs.scale_to_time` returns the largest
+model of a strategy whose *measured* step (the same compiled step as above) fits it here,
+with every measurement it took. The budget below is a multiple of the base's own time so that
+it means something on any hardware; give one in absolute terms (`"40ms"`, `"1000img/s"`) for
+your own runs. At one budget, the flops each strategy reaches say how much model it buys per
+millisecond on this machine (on accelerators the paper finds dWr ahead of dwr)."""),
+    new_code_cell('''t_base = timing.time_model(base, **settings)[MODES[0]].time_s
+BUDGET = 3 * t_base                                  # seconds per step of BATCH images
+res = fs.scale_to_time(base, BUDGET, "dWr", batch_size=BATCH, mode=MODES[0],
+                       warmup=1, iters=3, windows=3)
+print(f"budget {BUDGET * 1e3:.2f} ms: {res.spec.name}, {res.flops / 1e6:.1f} MF, measured "
+      f"{res.time_s * 1e3:.2f} ms ({res.ratio:.2f} x the budget; {res.status})\\n{res.note}")
+for m in res.measurements:
+    print(f"  {m.name:<34} {m.flops / 1e6:7.1f} MF  {m.time_s * 1e3:7.2f} ms")'''),
+    new_code_cell('''for kind in ("dwr", "dWr", "w", "d"):
+    r = fs.scale_to_time(base, BUDGET, kind, batch_size=BATCH, mode=MODES[0],
+                         warmup=1, iters=3, windows=3)
+    print(f"{kind:>4}: {r.flops / 1e6:7.1f} MF, {r.acts / 1e3:6.0f}k acts at "
+          f"{r.time_s * 1e3:6.2f} ms ({r.ratio:.2f} x the budget, {len(r.measurements)} timed)")'''),
 ]
 
 NOTEBOOKS["03_train.ipynb"] = [

@@ -89,7 +89,7 @@ def train_cfg(**kw) -> Cfg:
     c = Cfg(loss="ce", label_smoothing=0.0, bce_target_thresh=None, mixup_alpha=0.0,
             cutmix_alpha=0.0, mix_prob=1.0, mix_switch_prob=0.5, ema_decay=0.0,
             ema_warmup=True, sync_bn=False, global_batch_size=128, eval_batch_size=None,
-            epochs=1.0, num_train_steps=None, eval_every_epochs=1.0)
+            epochs=1.0, num_train_steps=None, eval_every_epochs=1.0, log_every_steps=50)
     c.update(kw)
     return c
 
@@ -109,9 +109,11 @@ def timing_config(**timing) -> Cfg:
     step reads, as attribute dicts with base_config's values (tests/test_accelerator_check
     checks they have its keys). `timing` overrides timing settings."""
     t = Cfg(batch_size=32, resolution=None, dtype=None, modes=("inference", "train_step"),
-            warmup=2, iters=10, windows=5, dataset_size=1_281_167, num_devices=1)
+            warmup=2, iters=10, windows=5, dataset_size=1_281_167, num_devices=1,
+            max_spread_pct=20.0, remeasure=2)
     t.update(timing)
-    return Cfg(seed=0, parallel="pmap", model=Cfg(dtype="float32", conv_impl="auto"),
+    return Cfg(seed=0, parallel="pmap",
+               model=Cfg(dtype="float32", conv_impl="auto", onednn_layout="nhwc"),
                train=train_cfg(), optim=optim_cfg(base_lr=0.1, base_batch_size=256,
                                                   weight_decay=5e-5),
                checkpoint=Cfg(every_steps=1000, keep=3, async_save=True, resume=True), timing=t)

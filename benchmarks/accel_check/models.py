@@ -309,3 +309,46 @@ def check_alpha(plan, threads: int) -> dict:
                   prewarm_s=prewarm_s, batch=p["batch"], dtype=p["dtype"],
                   time_unit="seconds per image (fit), ms per batch (rows)")
 
+
+
+# ----------------------------------------------------------------- time budgets
+def check_budget(plan, threads: int) -> dict:
+    """fastscale_jax.scale_to_time on the device: RegNetZ-500MF scaled by dWr and by dwr to two
+    train-step budgets (multiples of the base's own measured step time, so that they mean
+    something on any device), then every chosen model re-measured in one interleaved timing run:
+    the flops each strategy reached at equal time, and re-measured time / budget."""
+    import fastscale_jax as fs
+    from fastscale_jax.timing import time_interleaved, time_model
+
+    p = plan["budget"]
+    cfg = timing_config()
+    kw = dict(warmup=p["warmup"], iters=p["iters"], windows=p["windows"], dtype=p["dtype"])
+    base = p["base"]
+    t0 = time_model(base, cfg, batch_size=p["batch"], modes=("train_step",), **kw)["train_step"]
+    if not t0.ok:
+        return result(FAIL, f"the base did not run: {t0.error}")
+    rows, chosen = [], []
+    for mult in p["multiples"]:
+        budget = mult * t0.time_s
+        for kind in ("dWr", "dwr"):
+            res = fs.scale_to_time(base, budget, kind, batch_size=p["batch"], config=cfg,
+                                   tolerance=p["tolerance"], **kw)
+            chosen.append(res.spec)
+            rows.append({"kind": kind, "budget_ms": budget * 1e3, "multiple": mult,
+                         "model": res.spec.name, "flops": res.flops, "acts": res.acts,
+                         "time_ms": res.time_s * 1e3, "status": res.status,
+                         "measured": len(res.measurements),
+                         "above_ms": (res.above.time_s * 1e3 if res.above and res.above.ok
+                                      else None)})
+    again = time_interleaved(chosen, cfg, "train_step", batch_size=p["batch"], **kw)
+    for row, r in zip(rows, again):
+        row["remeasured_ms"] = r.time_s * 1e3 if r.ok else None
+        row["remeasured_ratio"] = r.time_s * 1e3 / row["budget_ms"] if r.ok else None
+    ratios = [r["remeasured_ratio"] for r in rows if r["remeasured_ratio"]]
+    summary = (f"base {t0.time_s * 1e3:.3g} ms; " + "; ".join(
+        f"{r['kind']} x{r['multiple']:g}: {r['flops'] / 1e6:.4g} MF, re-measured "
+        f"{r['remeasured_ratio']:.2f} x budget ({r['measured']} timed)" for r in rows
+        if r["remeasured_ratio"]))
+    ok = len(ratios) == len(rows)
+    return result(OK if ok else FAIL, summary if ok else "a chosen model failed to re-run",
+                  rows=rows, base_ms=t0.time_s * 1e3, batch=p["batch"], dtype=p["dtype"])

@@ -74,7 +74,7 @@ def model_row(labels: dict, spec, results: dict | None, settings: dict,
         row[f"{mode}_time_ms"] = ms(r.time_s) if r else None
         row[f"{mode}_min_ms"] = ms(r.min_s) if r else None
         row[f"{mode}_spread_pct"] = r.spread_pct if r and r.ok else None
-        row[f"{mode}_noisy"] = (bool(r.spread_pct > settings["max_spread_pct"])
+        row[f"{mode}_noisy"] = (bool(r.spread_pct > settings.get("max_spread_pct", 20.0))
                                 if r and r.ok else None)
         row[f"{mode}_images_per_s"] = r.images_per_s if r and r.ok else None
         row[f"{mode}_images_per_s_per_device"] = r.images_per_s_per_device if r and r.ok else None

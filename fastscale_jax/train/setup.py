@@ -13,6 +13,7 @@ benchmark reports is that of the step training runs (one loss, one optimizer, on
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 from fastscale_jax.data.config import check_divisible
@@ -20,6 +21,73 @@ from fastscale_jax.errors import ConfigError
 from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import losses, optim
 from fastscale_jax.train.step import validate_parallel
+
+
+# Every numeric training setting's valid range, checked once before any work (check_ranges):
+# key: (low, high, low included, high included, integer, may be None)
+INF = math.inf
+RANGES = {
+    "train.global_batch_size": (1, INF, True, False, True, False),
+    "train.eval_batch_size": (1, INF, True, False, True, True),
+    "train.epochs": (0, INF, False, False, False, False),
+    "train.num_train_steps": (1, INF, True, False, True, True),
+    "train.label_smoothing": (0, 1, True, False, False, False),
+    "train.bce_target_thresh": (0, 1, True, False, False, True),
+    "train.mixup_alpha": (0, INF, True, False, False, False),
+    "train.cutmix_alpha": (0, INF, True, False, False, False),
+    "train.mix_prob": (0, 1, True, True, False, False),
+    "train.mix_switch_prob": (0, 1, True, True, False, False),
+    "train.ema_decay": (0, 1, True, False, False, False),
+    "train.log_every_steps": (1, INF, True, False, True, False),
+    "train.eval_every_epochs": (0, INF, True, False, False, False),
+    "optim.base_lr": (0, INF, False, False, False, False),
+    "optim.base_batch_size": (0, INF, False, False, False, False),
+    "optim.momentum": (0, 1, True, False, False, False),
+    "optim.b1": (0, 1, True, False, False, False),
+    "optim.b2": (0, 1, True, False, False, False),
+    "optim.eps": (0, INF, False, False, False, False),
+    "optim.weight_decay": (0, INF, True, False, False, False),
+    "optim.warmup_epochs": (0, INF, True, False, False, False),
+    "optim.warmup_steps": (0, INF, True, False, True, True),
+    "optim.warmup_init_factor": (0, 1, True, True, False, False),
+    "optim.min_lr_factor": (0, 1, True, True, False, False),
+    "optim.clip_grad_norm": (0, INF, True, False, False, False),
+    "checkpoint.every_steps": (1, INF, True, False, True, False),
+    "checkpoint.keep": (1, INF, True, False, True, False),
+}
+
+
+def _interval(lo, hi, lo_in, hi_in) -> str:
+    return f"{'[' if lo_in else '('}{lo:g}, {'inf' if hi == INF else f'{hi:g}'}{']' if hi_in else ')'}"
+
+
+def check_ranges(config) -> None:
+    """ConfigError (one line: the key, the value, the valid range) for the first numeric
+    setting of RANGES outside its range, non-finite, or of the wrong type."""
+    for key, (lo, hi, lo_in, hi_in, integer, nullable) in RANGES.items():
+        v = _lookup(config, key)
+        if v is None:
+            if nullable or _lookup(config, key.split(".")[0]) is None:
+                continue
+            raise ConfigError(f"{key}=None: it must be set (a number in "
+                              f"{_interval(lo, hi, lo_in, hi_in)})")
+        what = "an integer" if integer else "a number"
+        ok_type = (isinstance(v, int) if integer else isinstance(v, (int, float)))
+        if isinstance(v, bool) or not ok_type or not math.isfinite(v):
+            raise ConfigError(f"{key}={v!r} must be {what} in {_interval(lo, hi, lo_in, hi_in)}")
+        if not ((v > lo or (lo_in and v == lo)) and (v < hi or (hi_in and v == hi))):
+            raise ConfigError(f"{key}={v!r} is out of range: must be {what} in "
+                              f"{_interval(lo, hi, lo_in, hi_in)}")
+
+
+def _lookup(config, path: str):
+    cur = config
+    for key in path.split("."):
+        try:
+            cur = cur[key]
+        except (KeyError, TypeError, AttributeError):
+            return None
+    return cur
 
 
 def _validate_train(tcfg) -> None:
@@ -38,7 +106,7 @@ def _validate_train(tcfg) -> None:
 
 
 def _validate_model(mcfg) -> None:
-    from fastscale_jax.config import CONV_IMPL_ENV
+    from fastscale_jax.envvars import CONV_IMPL_ENV
     from fastscale_jax.models import resolve_dtype
     from fastscale_jax.ops.conv import impls
 
@@ -56,8 +124,6 @@ def validate_config(config, num_devices: int) -> None:
     """ValueError naming the field and the fix for any train / optim / checkpoint / parallel
     setting that cannot be honoured (batches must split over `num_devices`). The only place
     these sections are validated: the builders below assume a validated config."""
-    from fastscale_jax.config import check_ranges
-
     check_ranges(config)  # every numeric setting's range, one line naming key and range
     _validate_model(config.model)
     optim.validate(config.optim)
