@@ -178,15 +178,3 @@ def stream_seeds(seed: int, key: int, n: int = 1) -> list[int]:
 
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(key)]).generate_state(n)
     return [int(x) & 0x7FFFFFFF for x in state]
-
-
-def check_divisible(name: str, batch: int, shards: int, what: str) -> None:
-    """ConfigError unless `batch` (the setting `name`) splits evenly over `shards` (`what`,
-    e.g. 'the 8 devices'): every device needs the same per-device batch. The one such check,
-    used by training, its input pipeline and timing."""
-    if batch % shards:
-        lower = max(shards, batch // shards * shards)
-        raise ConfigError(f"{name}={batch} is not divisible by {what} ({shards}): every device "
-                          f"needs the same per-device batch; use a multiple of {shards}, e.g. "
-                          f"{lower} or {lower + shards}")
-

@@ -34,6 +34,7 @@ from fastscale_jax.errors import ConfigError, DataError
 from fastscale_jax.data import _tf, randaugment, sources, transforms
 from fastscale_jax.data import config as config_lib
 from fastscale_jax.data._tf import no_autograph
+from fastscale_jax.data.batching import check_divisible
 
 tf = _tf.tf()
 
@@ -92,9 +93,9 @@ def batch_layout(global_batch_size: int, process_index: Optional[int] = None,
     if not 0 <= process_index < process_count:
         raise ConfigError(f"process_index={process_index} must be in [0, {process_count})")
     shards = process_count * local_device_count
-    config_lib.check_divisible("global_batch_size", global_batch_size, shards,
-                               f"process_count * local_device_count = {process_count} * "
-                               f"{local_device_count}")
+    check_divisible("global_batch_size", global_batch_size, shards,
+                    f"process_count * local_device_count = {process_count} * "
+                    f"{local_device_count}")
     return int(process_index), int(process_count), int(local_device_count), \
         global_batch_size // shards
 

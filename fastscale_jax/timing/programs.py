@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastscale_jax.data.config import check_divisible
+from fastscale_jax.data.batching import check_divisible
 from fastscale_jax.errors import ConfigError
 
 MODES = ("inference", "fwd_bwd", "train_step")

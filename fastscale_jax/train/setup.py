@@ -16,7 +16,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from fastscale_jax.data.config import check_divisible
+from fastscale_jax.data.batching import check_divisible
 from fastscale_jax.errors import ConfigError
 from fastscale_jax.train import checkpoint as ckpt_lib
 from fastscale_jax.train import losses, optim
