@@ -11,8 +11,17 @@ cutmix), state (TrainState), step (per-device step bodies, pmap / shard_map), ch
 (orbax), guard (loss checks; checkpoints never hold diverged weights), progress (tqdm bars,
 log windows, throughput), preemption (SIGTERM), loop (train_and_evaluate / evaluate), writers
 (metrics.jsonl, TensorBoard, curves.png), distributed (multi-host).
+
+Importing this package does not import the loop (which needs ml_collections and, for data,
+tensorflow): the step, optimizer and state modules are what timing uses on the GPU image.
 """
 
-from fastscale_jax.train.loop import NonFiniteLossError, evaluate, train_and_evaluate
-
 __all__ = ["NonFiniteLossError", "evaluate", "train_and_evaluate"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from fastscale_jax.train import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'fastscale_jax.train' has no attribute {name!r}")
