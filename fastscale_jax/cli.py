@@ -39,8 +39,10 @@ EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 3  # fastscale_jax.train.preemption: stopped, checkpoint saved
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :arg.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: a file FILE.py[:arg] or a packaged config NAME[:arg]; "
+    "override any key with --config.<key>=<value> (=None unsets it); --mode config prints them.",
+    lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, tables and plots.")
 flags.DEFINE_enum("mode", "train", list(MODES), "What to run.")
 flags.mark_flags_as_required(["config"])
@@ -200,8 +202,21 @@ def main(argv):
         sys.exit(EXIT_INTERRUPTED)  # unfinished: a scheduler requeues, a rerun resumes
 
 
+def _help_lists_our_flags() -> None:
+    """absl's --help / --helpshort show the main module's docstring and the flags defined *in*
+    it; ours live here, so register them as key flags of whatever script runs (the console
+    script, `python -m fastscale_jax` or launch.py), and give it this module's usage text when
+    it has none of its own."""
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not (main_module.__doc__ or "").strip():
+        main_module.__doc__ = __doc__
+    for name in ("config", "workdir", "mode"):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+
 def run():
     """The console command `fastscale` (and `python -m fastscale_jax`, `launch.py`)."""
+    _help_lists_our_flags()
     app.run(main, flags_parser=parse_flags)
 
 

@@ -70,6 +70,17 @@ def test_help_exits_zero():
     assert r.returncode == 0 and "--config" in r.stdout and "model.resolution" in r.stdout
 
 
+def test_helpshort_lists_the_flags_from_every_entry_point(tmp_path):
+    for cmd in ([sys.executable, str(ROOT / "launch.py")], [sys.executable, "-m", "fastscale_jax"],
+                [str(pathlib.Path(sys.executable).with_name("fastscale"))]):
+        r = subprocess.run(cmd + ["--helpshort"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, (cmd, r.stderr)
+        for flag in ("--config", "--workdir", "--mode: <train|eval|complexity"):
+            assert flag in r.stdout, (cmd, flag, r.stdout)
+        assert "--config.<key>" in r.stdout, r.stdout  # the usage text says how to override
+
+
 def test_packaged_config_by_name_from_another_directory(tmp_path):
     r = _launch("--config", "regnety:800MF", "--mode", "complexity", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
