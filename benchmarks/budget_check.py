@@ -146,7 +146,13 @@ def main(argv=None) -> int:
         return 0
     t0, c0 = time.time(), os.times()
     load0 = os.getloadavg()
-    doc = search(args)
+    from fastscale_jax.errors import UserError
+
+    try:
+        doc = search(args)
+    except UserError as e:  # e.g. a budget below the smallest reachable model: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     doc.update(machine=f"{platform.machine()} {platform.platform()}", batch=args.batch,
                resolution=args.resolution, tolerance=args.tolerance, iters=args.iters,
                windows=args.windows, command=" ".join(sys.argv))

@@ -113,6 +113,17 @@ def test_noise_larger_than_the_tolerance_stops_and_says_so():
         assert "stopped after 6" in res.note or "no candidate lies" in res.note
 
 
+def test_a_nearly_flat_timing_does_not_jump_off_the_grid():
+    # time barely grows with flops (as a loaded CPU's noisy pair can suggest): the power law
+    # through two points would ask for a model ~13x larger; each step is capped instead
+    timer = Timer(power=0.3)
+    res = tb.scale_to_time(BASE, timer.time(BASE) * 3, "dWr", batch_size=8, measure=timer,
+                           max_measurements=8)
+    flops = [m.flops for m in res.measurements]
+    steps = [b / a for a, b in zip(flops, flops[1:])]
+    assert steps and max(steps) <= tb.MAX_STEP * 1.2, steps  # rounding: the nearest candidate
+
+
 def test_bad_settings_fail_before_measuring():
     timer = Timer()
     for kw, match in ((dict(mode="backward"), "unknown timing mode"),

@@ -186,6 +186,9 @@ def _record(measure, cand) -> Measurement:
                        getattr(r, "compile_s", None), err)
 
 
+MAX_STEP = 4.0  # the largest flops ratio between a measured model and the next one tried
+
+
 def _next_index(cands, done: dict, budget: float, lo: int | None, hi: int | None) -> int | None:
     """The candidate to measure next: the power-law prediction through the measurements
     nearest the budget, snapped to the nearest unmeasured candidate strictly inside the
@@ -201,8 +204,12 @@ def _next_index(cands, done: dict, budget: float, lo: int | None, hi: int | None
         p = (y[1] - y[0]) / (x[1] - x[0])
     else:
         p = 1.0  # one point: time ~ flops (the first guess; the fit takes over)
-    p = min(max(p, 0.25), 2.0)  # a noisy pair must not send the search off the grid
-    goal = x[0] + (math.log(budget) - y[0]) / p
+    # A noisy pair must not send the search off the grid: a nearly flat pair (p -> 0) would
+    # extrapolate to a model many times larger (seen on a loaded CPU: x14 the flops for a 2x
+    # time step). Slopes are clamped to [0.5, 2] and one step moves at most MAX_STEP in flops.
+    p = min(max(p, 0.5), 2.0)
+    step = (math.log(budget) - y[0]) / p
+    goal = x[0] + min(max(step, -math.log(MAX_STEP)), math.log(MAX_STEP))
     return min(inside, key=lambda i: abs(math.log(cands[i][2]) - goal))
 
 

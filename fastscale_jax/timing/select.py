@@ -27,7 +27,7 @@ import json
 import os
 
 from fastscale_jax import config as config_lib
-from fastscale_jax.errors import ConfigError
+from fastscale_jax.errors import ConfigError, WorkdirError
 from fastscale_jax.timing.budget import MODES, scale_to_time
 
 SELECT_FILE = "select.json"
@@ -126,7 +126,7 @@ def recorded_spec(config, workdir: str, *, resolve: bool = True, log=print):
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{path} cannot be read ({e}); delete it to resolve the time budget "
                           "again on this machine") from None
-    if rec.get("request") != _json_safe(request(config)):
+    if rec.get("request") != json.loads(json.dumps(_json_safe(request(config)))):
         raise ConfigError(f"{path} resolved another request ({rec.get('request')}) than this "
                           f"config's ({request(config)}); use a new --workdir, or delete it to "
                           "resolve the budget again")
@@ -168,8 +168,53 @@ def sweep_request(config) -> dict:
             "batch_size": int(config.timing.batch_size), "timing_mode": _timed_mode(config)}
 
 
+SWEEP_ROWS_FILE = "select_rows.jsonl"  # one line per strategy and budget, appended when found
+
+
+def _done_targets(workdir: str, req: dict, log) -> dict:
+    """{'strategy|budget': (row, result)} already in WORKDIR/select_rows.jsonl for this same
+    request (a stopped or crashed sweep resumes with the rest); a torn last line is dropped."""
+    path = os.path.join(workdir, SWEEP_ROWS_FILE)
+    if not os.path.exists(path):
+        return {}
+    done, torn = {}, 0
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for n, line in enumerate(lines):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        if n == 0:
+            if entry.get("request") != json.loads(json.dumps(_json_safe(req))):
+                raise WorkdirError(
+                    f"{path} holds a budget sweep with other settings ({entry.get('request')}); "
+                    "use another --workdir, or delete that file to start this one afresh")
+            continue
+        done[f"{entry['row']['strategy']}|{entry['row']['budget']}"] = (entry["row"],
+                                                                       entry["result"])
+    if torn:
+        log(f"warning: dropped {torn} unreadable line(s) of {path} (a write cut short)")
+    if done:
+        log(f"select: {len(done)} target(s) already found in {path}: resuming with the rest")
+    return done
+
+
+def _append(workdir: str, entry: dict) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, SWEEP_ROWS_FILE), "a") as f:
+        f.write(json.dumps(_json_safe(entry)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def select_sweep(config, workdir: str, *, log=print) -> dict:
-    """Every strategy of config.family scaled to every budget of family.times (see module)."""
+    """Every strategy of config.family scaled to every budget of family.times (see module).
+    Each strategy and budget's row is appended to WORKDIR/select_rows.jsonl when found, and a
+    rerun of the same sweep skips those (a stopped or crashed sweep loses nothing)."""
+    import jax
+
     from fastscale_jax import sweep
 
     req = sweep_request(config)
@@ -177,35 +222,50 @@ def select_sweep(config, workdir: str, *, log=print) -> dict:
     base = sweep.base_spec(config)
     mode, batch = req["timing_mode"], req["batch_size"]
     tol = float(config.scaling.get("time_tolerance") or 0.05)
+    done = _done_targets(workdir, req, log)
+    if not os.path.exists(os.path.join(workdir, SWEEP_ROWS_FILE)):
+        _append(workdir, {"request": req})
     log(f"select: {base.name} scaled by {len(strats)} strategies to {len(times)} budgets per "
         f"{mode} at batch {batch} on this machine")
     rows, results = [], {}
     for label, kind, alpha in strats:
         cache: dict = {}
         for t in times:
-            before = len(cache)
-            try:
-                res = scale_to_time(base, t, kind, alpha=alpha, batch_size=batch, mode=mode,
-                                    config=config, tolerance=tol, cache=cache,
-                                    on_measure=_progress(f"{label} {t}"))
-            except ConfigError as e:  # one unreachable budget: its row says why
-                rows.append(dict.fromkeys(ROW_KEYS) | {"strategy": label, "budget": t,
-                                                       "status": "unreachable", "note": str(e)})
-                log(f"  {label} {t}: {e}")
-                continue
-            results[f"{label}|{t}"] = res.to_dict()
-            rows.append({"strategy": label, "budget": t, "budget_ms": res.budget_s * 1e3,
-                         "model": res.spec.name, "factor": res.factor,
-                         "resolution": res.spec.resolution, "flops": res.flops,
-                         "params": res.params, "acts": res.acts, "time_ms": res.time_s * 1e3,
-                         "spread_pct": res.spread_pct, "ratio": res.ratio, "status": res.status,
-                         "measured": len(cache) - before, "note": res.note})
+            if f"{label}|{t}" in done:
+                row, result = done[f"{label}|{t}"]
+            else:
+                row, result = _sweep_target(base, t, label, kind, alpha, config, cache, tol, log)
+                _append(workdir, {"row": row, "result": result})
+                jax.clear_caches()  # the timed programs are done with: one process compiles
+                #                     dozens of models, and XLA's caches would keep them all
+            rows.append(row)
+            if result is not None:
+                results[f"{label}|{t}"] = result
     env = _environment()
     files = _write_sweep(workdir, rows, {"env": env, "request": req, "rows": rows,
                                          "results": results})
     log(sweep_table(rows))
     log(f"wrote {', '.join(files)}")
     return {"rows": rows, "results": results, "files": files, "env": env}
+
+
+def _sweep_target(base, t, label, kind, alpha, config, cache, tol, log):
+    """(row, result dict or None) of one strategy scaled to one budget."""
+    before = len(cache)
+    try:
+        res = scale_to_time(base, t, kind, alpha=alpha, batch_size=int(config.timing.batch_size),
+                            mode=_timed_mode(config), config=config, tolerance=tol, cache=cache,
+                            on_measure=_progress(f"{label} {t}"))
+    except ConfigError as e:  # one unreachable budget: its row says why
+        log(f"  {label} {t}: {e}")
+        return dict.fromkeys(ROW_KEYS) | {"strategy": label, "budget": t,
+                                          "status": "unreachable", "note": str(e)}, None
+    row = {"strategy": label, "budget": t, "budget_ms": res.budget_s * 1e3,
+           "model": res.spec.name, "factor": res.factor, "resolution": res.spec.resolution,
+           "flops": res.flops, "params": res.params, "acts": res.acts,
+           "time_ms": res.time_s * 1e3, "spread_pct": res.spread_pct, "ratio": res.ratio,
+           "status": res.status, "measured": len(cache) - before, "note": res.note}
+    return row, res.to_dict()
 
 
 def _write_sweep(workdir, rows, payload) -> list[str]:
