@@ -102,6 +102,20 @@ def parse_args(argv=None):
                    help="skip the one-step comparison from the same weights (see step_check)")
     p.add_argument("--collect", action="store_true",
                    help="only summarise the worker results already in --workdir")
+    p.add_argument("--paired", action="store_true",
+                   help="the paired design (benchmarks/parity_paired.py): per seed the same "
+                        "initial weights and the same batches on both sides")
+    p.add_argument("--families", nargs="+", default=["regnety", "effnet"],
+                   choices=["regnety", "effnet"], help="--paired: model families")
+    p.add_argument("--ablations", nargs="*", default=[],
+                   help="--paired: our side switched back to today's default, each alone: "
+                        "shuffle pad se_bias crop decoder, and 'all' (every one together); "
+                        "'every' = all six")
+    p.add_argument("--ablation-seeds", type=int, default=0,
+                   help="--paired: run the ablations on the first N seeds only (0 = all)")
+    p.add_argument("--ablation-families", nargs="+", default=["regnety"],
+                   choices=["regnety", "effnet"], help="--paired: families of the ablations")
+    p.add_argument("--paired-out", default=os.path.join(HERE, "convergence_parity_paired.json"))
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)   # 'side:seed'
     return p.parse_args(argv)
 
@@ -394,8 +408,97 @@ def step_check(args, batch: int = 32, wd: float = 1e-2, lr: float = 0.01) -> dic
 
 
 # --------------------------------------------------------------------------- driver
+def paired_variants(args, family: str, seed: int):
+    names = list(args.ablations)
+    if "every" in names:
+        names = ["shuffle", "pad", "se_bias", "crop", "decoder", "all"]
+    if (family not in args.ablation_families
+            or (args.ablation_seeds and seed >= args.first_seed + args.ablation_seeds)):
+        names = []
+    return ("base", *names)
+
+
+def paired_worker(args, family: str, seed: int) -> dict:
+    import parity_paired as pp
+
+    fargs = pp.family_args(family, epochs=args.epochs, batch=args.batch, limit=args.limit,
+                           threads=args.threads)
+    return pp.run_seed(fargs, seed, variants=paired_variants(args, family, seed),
+                       step_losses=seed == args.first_seed,
+                       workdir=os.path.join(args.workdir, "paired_jax"))
+
+
+def paired_main(args, argv) -> None:
+    """--paired: per family and seed a worker (torch side, our variants), then the summary."""
+    import resource
+
+    import parity_paired as pp
+
+    t0, started = time.time(), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    load = {"start": os.getloadavg()}
+    cx = {}
+    for family in args.families:
+        fargs = pp.family_args(family, epochs=args.epochs, batch=args.batch, limit=args.limit)
+        cx[family] = pp.check_same_model(fargs)
+        print(f"{family}: ours == pycls: {cx[family]}", flush=True)
+    runs = {f: [] for f in args.families}
+    for seed in seeds(args):
+        for family in args.families:
+            path = os.path.join(args.workdir, f"paired_{family}_seed{seed}.json")
+            if not args.collect:
+                spawn(args, f"paired_{family}", seed, argv)
+            if os.path.exists(path):
+                with open(path) as f:
+                    runs[family].append(json.load(f))
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = {"args": {k: v for k, v in vars(args).items() if k != "worker"},
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+           "started_utc": started, "ended_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+           "loadavg": dict(load, end=os.getloadavg()), "wall_s": time.time() - t0,
+           "cpu_s_children": cpu.ru_utime + cpu.ru_stime, "model_complexity": cx,
+           "recipes": {f: pp.FAMILIES[f] for f in args.families}}
+    for family, rs in runs.items():
+        if rs:
+            out[family] = dict(pp.summarise(rs), runs=rs)
+    paired_report(out)
+    with open(args.paired_out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {args.paired_out}; wall {out['wall_s']:.0f} s, CPU {out['cpu_s_children']:.0f} s"
+          f" (workers); load {out['loadavg']}")
+
+
+def paired_report(out: dict) -> None:
+    for family in ("regnety", "effnet"):
+        s = out.get(family)
+        if not s:
+            continue
+        print(f"\n{family}: paired top-1 difference ours - torch (points), n = {s['n']} seeds")
+        for e in s["per_epoch"]:
+            print(f"  epoch {e['epoch']}: ours {e['ours_mean']:.2f} torch {e['torch_mean']:.2f}"
+                  f" diff {e['diff_mean']:+.2f} [{e['diff_ci95'][0]:+.2f}, "
+                  f"{e['diff_ci95'][1]:+.2f}]")
+        if "step_losses" in s:
+            for k, v in s["step_losses"].items():
+                if isinstance(v, dict):
+                    print(f"  first-epoch loss {k}: step 1 {v['step1']:.1e}, max {v['max']:.3g}"
+                          f", first step > 1e-4: {v['first_step_over_1e-4']}")
+        print(f"  step-1 |loss diff| max over seeds {max(s['step1_loss_absdiff']):.1e}")
+        for name, a in s["ablations"].items():
+            print(f"  ablation {name} (n={len(a['seeds'])}): vs torch "
+                  f"{a['final_diff_vs_torch_mean']:+.2f} [{a['final_diff_vs_torch_ci95'][0]:+.2f},"
+                  f" {a['final_diff_vs_torch_ci95'][1]:+.2f}], effect vs base "
+                  f"{a['effect_vs_base_mean']:+.2f} [{a['effect_vs_base_ci95'][0]:+.2f}, "
+                  f"{a['effect_vs_base_ci95'][1]:+.2f}]")
+
+
 def run_worker(args) -> None:
     side, seed = args.worker.split(":")
+    if side.startswith("paired_"):
+        res = paired_worker(args, side[len("paired_"):], int(seed))
+        os.makedirs(args.workdir, exist_ok=True)
+        with open(os.path.join(args.workdir, f"{side}_seed{seed}.json"), "w") as f:
+            json.dump(res, f)
+        return
     if side == "check":
         res = step_check(args)
     else:
@@ -494,6 +597,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker:
         return run_worker(args)
+    if args.paired:
+        return paired_main(args, argv)
     cx = check_same_model(args)
     print(f"model: ours == pycls: {cx} (flops = multiply-adds at 32 px)", flush=True)
     extra = {"started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
