@@ -1,11 +1,21 @@
 """Convergence parity with pycls: the same RegNet, recipe and data trained by fastscale_jax's
 trainer and by pycls 0.1.1's model in a minimal PyTorch (CPU) loop; per-epoch test top-1.
 
-    python benchmarks/convergence_parity.py                      # 3 seeds x 2 sides, 5 epochs
+    python benchmarks/convergence_parity.py                      # unpaired: 3 seeds x 2 sides, 5 epochs
     python benchmarks/convergence_parity.py --epochs 1 --seeds 1 --limit 4   # smoke test
     python benchmarks/convergence_parity.py --sides torch --seeds 2
     python benchmarks/convergence_parity.py --seeds 3 --first-seed 3 --no-step-check  # more seeds
     python benchmarks/convergence_parity.py --collect --seeds 6   # summarise seeds 0..5 in --workdir
+    python benchmarks/convergence_parity.py --paired             # paired: RegNetY + EffNet, 6 seeds
+    python benchmarks/convergence_parity.py --paired --families regnety --ablations every \
+        --ablation-seeds 2                                       # + ablations of our defaults
+
+--paired (benchmarks/parity_paired.py): per seed the same initial weights and the same
+batches (order, flips, crop offsets drawn once in numpy) on both sides; the mean paired
+difference of top-1 and its 95% t-interval per epoch, first-epoch per-step losses against a
+float64 torch run, and ablations that switch our side back to today's defaults. JSON to
+--paired-out (benchmarks/convergence_parity_paired.json). The unpaired text below is the
+default mode.
 
 Model: a RegNetY built by pycls from its cfg (default REGNET.DEPTH 8, W0 16, WA 16, WM 2.0,
 GROUP_W 8, SE on (SE_R 0.25), STEM_W 32, STEM_TYPE res_stem_cifar; 10 classes, 32 px: stages
@@ -28,7 +38,10 @@ Recipe, the same on both sides (per step on both sides):
   - augmentation: horizontal flip (p 0.5) and a random 32x32 crop of the image padded by 4
     on each side; normalisation with pycls's CIFAR mean/std (125.3, 123.0, 113.9) /
     (63.0, 62.1, 66.7). Padding: the torch side pads *after* normalising, as pycls does (the
-    pad is the mean colour); ours pads the raw image with zeros (black), then normalises.
+    pad is the mean colour); ours, with --our-data pycls (the default: recipes.pycls_data),
+    pads with the mean colour too and draws a fresh permutation per epoch
+    (data.pad_fill='mean', data.shuffle_mode='per_pass'); --our-data default pads the raw
+    image black and shuffles with a buffer over the stream (our library defaults).
     Crop offsets: 0..8 on both sides (pycls 0.1.1's random_crop draws 0..7, an off-by-one
     not copied here);
   - BN momentum 0.1 (torch) = 0.9 (flax), eps 1e-5; pycls's init (ours mirrors it; pycls
@@ -95,6 +108,10 @@ def parse_args(argv=None):
     p.add_argument("--wm", type=float, default=2.0)
     p.add_argument("--group-w", type=int, default=8)
     p.add_argument("--no-se", action="store_true", help="RegNetX instead of RegNetY")
+    p.add_argument("--our-data", default="pycls", choices=["pycls", "default"],
+                   help="our pipeline's data settings: 'pycls' (recipes.pycls_data: a fresh "
+                        "permutation per epoch, mean-colour padding; the fix of issue #26) or "
+                        "'default' (shuffle buffer over the stream, black padding: before it)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--workdir", default="/tmp/convergence_parity")
     p.add_argument("--out", default=os.path.join(HERE, "convergence_parity.json"))
@@ -281,6 +298,10 @@ def jax_config(args, seed: int):
     c.data.name, c.data.seed = "demo", seed
     c.data.mean, c.data.std = CIFAR_MEAN, CIFAR_STD
     c.data.small_images = True
+    if getattr(args, "our_data", "pycls") == "pycls":
+        from fastscale_jax import recipes
+
+        recipes.pycls_data(c)   # per-pass permutation, pad with the mean colour
     t = c.train
     t.global_batch_size, t.num_train_steps = args.batch, spe * args.epochs
     t.label_smoothing, t.loss = args.label_smoothing, "ce"
