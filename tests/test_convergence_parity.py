@@ -29,11 +29,12 @@ def test_plan_is_shared_and_per_pass():
     images = np.random.default_rng(0).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)
     mean_pad = pp.make_batch(images, torch_side, 0, "mean")
     black = pp.make_batch(images, torch_side, 0, "black")
-    border = mean_pad == 0
-    assert border.any() and np.allclose(black[border], (-np.float32(pp.CIFAR_MEAN)
-                                        / np.float32(pp.CIFAR_STD))[np.nonzero(border)[-1]])
+    border = (mean_pad == 0).all(axis=-1)   # (a pixel's G alone can be 0: the G mean is 123.0)
+    assert border.any() and np.allclose(black[border], -np.float32(pp.CIFAR_MEAN)
+                                        / np.float32(pp.CIFAR_STD))
 
 
+@pytest.mark.slow   # ~50 s on the loaded 2-core VM (two model builds, a compile, 12k decodes)
 def test_same_weights_same_batches_same_first_step_loss(tmp_path):
     args = pp.family_args("regnety", epochs=1, batch=32, limit=2)
     run = pp.run_seed(args, 0, workdir=str(tmp_path), num_eval=64)
