@@ -1,11 +1,21 @@
 """Convergence parity with pycls: the same RegNet, recipe and data trained by fastscale_jax's
 trainer and by pycls 0.1.1's model in a minimal PyTorch (CPU) loop; per-epoch test top-1.
 
-    python benchmarks/convergence_parity.py                      # 3 seeds x 2 sides, 5 epochs
+    python benchmarks/convergence_parity.py                      # unpaired: 3 seeds x 2 sides, 5 epochs
     python benchmarks/convergence_parity.py --epochs 1 --seeds 1 --limit 4   # smoke test
     python benchmarks/convergence_parity.py --sides torch --seeds 2
     python benchmarks/convergence_parity.py --seeds 3 --first-seed 3 --no-step-check  # more seeds
     python benchmarks/convergence_parity.py --collect --seeds 6   # summarise seeds 0..5 in --workdir
+    python benchmarks/convergence_parity.py --paired             # paired: RegNetY + EffNet, 6 seeds
+    python benchmarks/convergence_parity.py --paired --families regnety --ablations every \
+        --ablation-seeds 2                                       # + ablations of our defaults
+
+--paired (benchmarks/parity_paired.py): per seed the same initial weights and the same
+batches (order, flips, crop offsets drawn once in numpy) on both sides; the mean paired
+difference of top-1 and its 95% t-interval per epoch, first-epoch per-step losses against a
+float64 torch run, and ablations that switch our side back to today's defaults. JSON to
+--paired-out (benchmarks/convergence_parity_paired.json). The unpaired text below is the
+default mode.
 
 Model: a RegNetY built by pycls from its cfg (default REGNET.DEPTH 8, W0 16, WA 16, WM 2.0,
 GROUP_W 8, SE on (SE_R 0.25), STEM_W 32, STEM_TYPE res_stem_cifar; 10 classes, 32 px: stages
@@ -28,7 +38,10 @@ Recipe, the same on both sides (per step on both sides):
   - augmentation: horizontal flip (p 0.5) and a random 32x32 crop of the image padded by 4
     on each side; normalisation with pycls's CIFAR mean/std (125.3, 123.0, 113.9) /
     (63.0, 62.1, 66.7). Padding: the torch side pads *after* normalising, as pycls does (the
-    pad is the mean colour); ours pads the raw image with zeros (black), then normalises.
+    pad is the mean colour); ours, with --our-data pycls (the default: recipes.pycls_data),
+    pads with the mean colour too and draws a fresh permutation per epoch
+    (data.pad_fill='mean', data.shuffle_mode='per_pass'); --our-data default pads the raw
+    image black and shuffles with a buffer over the stream (our library defaults).
     Crop offsets: 0..8 on both sides (pycls 0.1.1's random_crop draws 0..7, an off-by-one
     not copied here);
   - BN momentum 0.1 (torch) = 0.9 (flax), eps 1e-5; pycls's init (ours mirrors it; pycls
@@ -95,6 +108,10 @@ def parse_args(argv=None):
     p.add_argument("--wm", type=float, default=2.0)
     p.add_argument("--group-w", type=int, default=8)
     p.add_argument("--no-se", action="store_true", help="RegNetX instead of RegNetY")
+    p.add_argument("--our-data", default="pycls", choices=["pycls", "default"],
+                   help="our pipeline's data settings: 'pycls' (recipes.pycls_data: a fresh "
+                        "permutation per epoch, mean-colour padding; the fix of issue #26) or "
+                        "'default' (shuffle buffer over the stream, black padding: before it)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--workdir", default="/tmp/convergence_parity")
     p.add_argument("--out", default=os.path.join(HERE, "convergence_parity.json"))
@@ -102,6 +119,20 @@ def parse_args(argv=None):
                    help="skip the one-step comparison from the same weights (see step_check)")
     p.add_argument("--collect", action="store_true",
                    help="only summarise the worker results already in --workdir")
+    p.add_argument("--paired", action="store_true",
+                   help="the paired design (benchmarks/parity_paired.py): per seed the same "
+                        "initial weights and the same batches on both sides")
+    p.add_argument("--families", nargs="+", default=["regnety", "effnet"],
+                   choices=["regnety", "effnet"], help="--paired: model families")
+    p.add_argument("--ablations", nargs="*", default=[],
+                   help="--paired: our side switched back to today's default, each alone: "
+                        "shuffle pad se_bias crop decoder, and 'all' (every one together); "
+                        "'every' = all six")
+    p.add_argument("--ablation-seeds", type=int, default=0,
+                   help="--paired: run the ablations on the first N seeds only (0 = all)")
+    p.add_argument("--ablation-families", nargs="+", default=["regnety"],
+                   choices=["regnety", "effnet"], help="--paired: families of the ablations")
+    p.add_argument("--paired-out", default=os.path.join(HERE, "convergence_parity_paired.json"))
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)   # 'side:seed'
     return p.parse_args(argv)
 
@@ -267,6 +298,10 @@ def jax_config(args, seed: int):
     c.data.name, c.data.seed = "demo", seed
     c.data.mean, c.data.std = CIFAR_MEAN, CIFAR_STD
     c.data.small_images = True
+    if getattr(args, "our_data", "pycls") == "pycls":
+        from fastscale_jax import recipes
+
+        recipes.pycls_data(c)   # per-pass permutation, pad with the mean colour
     t = c.train
     t.global_batch_size, t.num_train_steps = args.batch, spe * args.epochs
     t.label_smoothing, t.loss = args.label_smoothing, "ce"
@@ -394,8 +429,97 @@ def step_check(args, batch: int = 32, wd: float = 1e-2, lr: float = 0.01) -> dic
 
 
 # --------------------------------------------------------------------------- driver
+def paired_variants(args, family: str, seed: int):
+    names = list(args.ablations)
+    if "every" in names:
+        names = ["shuffle", "pad", "se_bias", "crop", "decoder", "all"]
+    if (family not in args.ablation_families
+            or (args.ablation_seeds and seed >= args.first_seed + args.ablation_seeds)):
+        names = []
+    return ("base", *names)
+
+
+def paired_worker(args, family: str, seed: int) -> dict:
+    import parity_paired as pp
+
+    fargs = pp.family_args(family, epochs=args.epochs, batch=args.batch, limit=args.limit,
+                           threads=args.threads)
+    return pp.run_seed(fargs, seed, variants=paired_variants(args, family, seed),
+                       step_losses=seed == args.first_seed,
+                       workdir=os.path.join(args.workdir, "paired_jax"))
+
+
+def paired_main(args, argv) -> None:
+    """--paired: per family and seed a worker (torch side, our variants), then the summary."""
+    import resource
+
+    import parity_paired as pp
+
+    t0, started = time.time(), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    load = {"start": os.getloadavg()}
+    cx = {}
+    for family in args.families:
+        fargs = pp.family_args(family, epochs=args.epochs, batch=args.batch, limit=args.limit)
+        cx[family] = pp.check_same_model(fargs)
+        print(f"{family}: ours == pycls: {cx[family]}", flush=True)
+    runs = {f: [] for f in args.families}
+    for seed in seeds(args):
+        for family in args.families:
+            path = os.path.join(args.workdir, f"paired_{family}_seed{seed}.json")
+            if not args.collect:
+                spawn(args, f"paired_{family}", seed, argv)
+            if os.path.exists(path):
+                with open(path) as f:
+                    runs[family].append(json.load(f))
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = {"args": {k: v for k, v in vars(args).items() if k != "worker"},
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+           "started_utc": started, "ended_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+           "loadavg": dict(load, end=os.getloadavg()), "wall_s": time.time() - t0,
+           "cpu_s_children": cpu.ru_utime + cpu.ru_stime, "model_complexity": cx,
+           "recipes": {f: pp.FAMILIES[f] for f in args.families}}
+    for family, rs in runs.items():
+        if rs:
+            out[family] = dict(pp.summarise(rs), runs=rs)
+    paired_report(out)
+    with open(args.paired_out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {args.paired_out}; wall {out['wall_s']:.0f} s, CPU {out['cpu_s_children']:.0f} s"
+          f" (workers); load {out['loadavg']}")
+
+
+def paired_report(out: dict) -> None:
+    for family in ("regnety", "effnet"):
+        s = out.get(family)
+        if not s:
+            continue
+        print(f"\n{family}: paired top-1 difference ours - torch (points), n = {s['n']} seeds")
+        for e in s["per_epoch"]:
+            print(f"  epoch {e['epoch']}: ours {e['ours_mean']:.2f} torch {e['torch_mean']:.2f}"
+                  f" diff {e['diff_mean']:+.2f} [{e['diff_ci95'][0]:+.2f}, "
+                  f"{e['diff_ci95'][1]:+.2f}]")
+        if "step_losses" in s:
+            for k, v in s["step_losses"].items():
+                if isinstance(v, dict):
+                    print(f"  first-epoch loss {k}: step 1 {v['step1']:.1e}, max {v['max']:.3g}"
+                          f", first step > 1e-4: {v['first_step_over_1e-4']}")
+        print(f"  step-1 |loss diff| max over seeds {max(s['step1_loss_absdiff']):.1e}")
+        for name, a in s["ablations"].items():
+            print(f"  ablation {name} (n={len(a['seeds'])}): vs torch "
+                  f"{a['final_diff_vs_torch_mean']:+.2f} [{a['final_diff_vs_torch_ci95'][0]:+.2f},"
+                  f" {a['final_diff_vs_torch_ci95'][1]:+.2f}], effect vs base "
+                  f"{a['effect_vs_base_mean']:+.2f} [{a['effect_vs_base_ci95'][0]:+.2f}, "
+                  f"{a['effect_vs_base_ci95'][1]:+.2f}]")
+
+
 def run_worker(args) -> None:
     side, seed = args.worker.split(":")
+    if side.startswith("paired_"):
+        res = paired_worker(args, side[len("paired_"):], int(seed))
+        os.makedirs(args.workdir, exist_ok=True)
+        with open(os.path.join(args.workdir, f"{side}_seed{seed}.json"), "w") as f:
+            json.dump(res, f)
+        return
     if side == "check":
         res = step_check(args)
     else:
@@ -494,6 +618,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker:
         return run_worker(args)
+    if args.paired:
+        return paired_main(args, argv)
     cx = check_same_model(args)
     print(f"model: ours == pycls: {cx} (flops = multiply-adds at 32 px)", flush=True)
     extra = {"started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),

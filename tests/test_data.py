@@ -299,6 +299,80 @@ def test_deterministic_under_seed(cifar_folder):
     assert not np.array_equal(images[0], images[1])
 
 
+@pytest.fixture(scope="module")
+def index_train_folder(tmp_path_factory):
+    """12 flat 8x8 training PNGs (3 classes of 4) whose pixels spell their index (0..11)."""
+    root = str(tmp_path_factory.mktemp("index_train"))
+    for i in range(12):
+        label = i % 3
+        _write(root, "train", CLASSES[label], f"{i:02d}.png", _index_png(i, label))
+        _write(root, "test", CLASSES[label], f"{i:02d}.png", _index_png(i, label))
+    return root
+
+
+def _indices(batch):
+    """The index each image spells: G = 255 - index inside the image, 0 in a black border."""
+    g = batch["image"][..., 1].reshape(batch["image"].shape[1], -1)
+    return list(np.rint(255 - g.max(axis=1)).astype(int))
+
+
+def test_shuffle_per_pass_yields_every_example_once_per_epoch(index_train_folder):
+    cfg = _cfg(folder=index_train_folder, shuffle_mode="per_pass", mean=(0.0, 0.0, 0.0),
+               std=(1.0, 1.0, 1.0))
+    it = pipeline.train_iterator(cfg, global_batch_size=4, image_size=8, seed=5, **LAYOUT)
+    seen = [i for _ in range(12) for i in _indices(next(it))]   # 4 epochs of 3 batches
+    epochs = [seen[k:k + 12] for k in range(0, 48, 12)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(12)), epoch
+    assert len({tuple(e) for e in epochs}) == 4   # a fresh order every epoch
+    again = pipeline.train_iterator(cfg, global_batch_size=4, image_size=8, seed=5, **LAYOUT)
+    assert [i for _ in range(6) for i in _indices(next(again))] == seen[:24]   # seeded
+    skipped = pipeline.train_iterator(cfg, global_batch_size=4, image_size=8, seed=5,
+                                      skip_batches=4, **LAYOUT)
+    assert _indices(next(skipped)) == seen[16:20]   # exact resume mid-epoch
+
+
+@pytest.mark.parametrize("fill", ["black", "mean"])
+def test_pad_fill(index_train_folder, fill):
+    mean, std = (100.0, 150.0, 200.0), (2.0, 3.0, 4.0)
+    cfg = _cfg(folder=index_train_folder, pad_fill=fill, mean=mean, std=std)
+    it = pipeline.train_iterator(cfg, global_batch_size=12, image_size=8, seed=0, **LAYOUT)
+    images = np.concatenate([next(it)["image"][0] for _ in range(3)])      # [36, 8, 8, 3]
+    raw = images * np.float32(std) + np.float32(mean)                      # un-normalised
+    g = raw[..., 1].reshape(len(raw), -1)
+    border = g < 100      # an image's G is 255 - index >= 244; black 0, mean 150
+    if fill == "mean":
+        border = np.isclose(g, 150.0, atol=1e-3)
+        np.testing.assert_array_equal(images.reshape(len(raw), -1, 3)[border], 0.0)
+        np.testing.assert_allclose(raw.reshape(len(raw), -1, 3)[border],
+                                   np.broadcast_to(mean, (border.sum(), 3)), atol=1e-4)
+    else:
+        np.testing.assert_allclose(raw.reshape(len(raw), -1, 3)[border], 0.0, atol=1e-4)
+    assert 0 < border.mean() < 0.9          # random crops of the padded image show the border
+    inside = raw.reshape(len(raw), -1, 3)[~border]
+    assert (inside[:, 1] > 240).all()       # the image's own pixels are untouched
+
+
+def test_data_option_values_are_checked():
+    for field, value, valid in (("shuffle_mode", "epoch", "'stream', 'per_pass'"),
+                                ("pad_fill", "white", "'black', 'mean'")):
+        cfg = config_lib.default_data_config()
+        setattr(cfg, field, value)
+        with pytest.raises(fs_errors.ConfigError, match=f"data.{field}='{value}'.*{valid}"):
+            config_lib.validate_data_config(cfg)
+    cfg = config_lib.default_data_config()
+    assert (cfg.shuffle_mode, cfg.pad_fill) == ("stream", "black")   # the demo's defaults
+
+
+def test_pycls_recipe_sets_pycls_data():
+    from fastscale_jax import recipes
+    from fastscale_jax.config import base_config
+
+    c = recipes.pycls_sgd(base_config())
+    assert (c.data.shuffle_mode, c.data.pad_fill) == ("per_pass", "mean")
+    config_lib.validate_data_config(c.data)
+
+
 def test_bgr_flips_channels(cifar_folder):
     kw = dict(global_batch_size=5, image_size=32, **LAYOUT)
     rgb = next(pipeline.eval_iterator(_cfg(folder=cifar_folder, deterministic=True), **kw))

@@ -29,6 +29,17 @@ Fields:
   rrc_scale, rrc_ratio
                   Inception-style random-resized-crop area fraction and aspect-ratio ranges.
   shuffle_buffer  examples in the tf.data shuffle buffer (encoded images, before decoding).
+  shuffle_mode    'stream' (default): one shuffle buffer of `shuffle_buffer` examples over the
+                  repeated stream (tf.data's usual way at ImageNet scale: memory stays bounded,
+                  but an epoch's worth of steps may see an image twice or not at all, and
+                  passes mix at their boundary). 'per_pass': a fresh full permutation of this
+                  process's shard every pass, so every example appears exactly once per epoch
+                  (pycls's RandomSampler / DistributedSampler); holds the whole shard's encoded
+                  images (or file paths) in the buffer; `shuffle_buffer` is ignored.
+  pad_fill        small_images only: the colour of the pad-4 border before the random crop.
+                  'black' (default): the raw image is padded with 0. 'mean': padded with the
+                  normalisation mean, i.e. zeros after normalising (pycls pads the normalised
+                  CHW image with zeros). recipes.pycls_data sets pycls's choices.
   deterministic   make the example order and augmentations a pure function of the seed
                   (default True: same seed, same run). False lets tf.data hand out elements
                   in the order its threads finish them (benchmarks/RESULTS.md measures the
@@ -55,6 +66,8 @@ IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
 # Datasets whose images are CIFAR-sized: `small_images=None` resolves to True for them.
 SMALL_IMAGE_DATASETS = ("demo", "cifar10", "cifar100")
 SMALL_IMAGE_MAX_SIZE = 64
+SHUFFLE_MODES = ("stream", "per_pass")
+PAD_FILLS = ("black", "mean")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -77,6 +90,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     cfg.rrc_scale = (0.08, 1.0)
     cfg.rrc_ratio = (3.0 / 4.0, 4.0 / 3.0)
     cfg.shuffle_buffer = 10_000
+    cfg.shuffle_mode = "stream"
+    cfg.pad_fill = "black"
     cfg.deterministic = True
     cfg.seed = 0
     cfg.cache = False
@@ -149,6 +164,9 @@ def validate_data_config(cfg) -> None:
     _check_pair(cfg, "rrc_ratio", 0.0, math.inf)
     if not _is_int(cfg.shuffle_buffer) or cfg.shuffle_buffer < 1:
         _fail("shuffle_buffer", cfg.shuffle_buffer, "expected an integer >= 1")
+    for field, valid in (("shuffle_mode", SHUFFLE_MODES), ("pad_fill", PAD_FILLS)):
+        if cfg.get(field, valid[0]) not in valid:
+            _fail(field, cfg.get(field), "valid: " + ", ".join(repr(v) for v in valid))
     for field in ("deterministic", "cache"):
         if not isinstance(cfg[field], bool):
             _fail(field, cfg[field], "expected True or False")

@@ -17,7 +17,8 @@ eval example exactly once on any number of hosts and devices.
 
 Train transform (`small_images` False): decode the Inception-style random crop (rrc_scale,
 rrc_ratio) -> resize to image_size -> random horizontal flip -> RandAugment (optional) ->
-normalise. `small_images` True (CIFAR): zero-pad 4 and random crop at native size -> flip ->
+normalise. `small_images` True (CIFAR): pad 4 (data.pad_fill: black, or the mean colour) and
+random crop at native size -> flip ->
 resize to image_size if different -> RandAugment -> normalise. Eval: resize the short side to
 floor(image_size / crop_ratio) and center-crop (small images: identity, resized to image_size if
 different). Importing this module imports tensorflow (see fastscale_jax.data._tf).
@@ -173,6 +174,7 @@ def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
     scale, ratio = tuple(map(float, cfg.rrc_scale)), tuple(map(float, cfg.rrc_ratio))
     ra = cfg.randaugment
     mean, std, order = tuple(cfg.mean), tuple(cfg.std), cfg.channel_order
+    pad_fill = mean if cfg.get("pad_fill", "black") == "mean" else None
 
     ds = source.read(cfg.train_split, pi, pc, shuffle_seed=file_seed, lazy=not cfg.cache)
     if cfg.cache:
@@ -181,9 +183,14 @@ def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
     if shard_size == 0:
         raise ConfigError(f"{source.description}: process {pi} of {pc} gets no training examples "
                          f"(split {cfg.train_split!r} has {source.split_size(cfg.train_split)}).")
-    # A buffer larger than the shard would only mix passes (and delay the first batch).
-    buffer = max(1, min(cfg.shuffle_buffer, shard_size))
-    ds = ds.repeat().shuffle(buffer, seed=buffer_seed)
+    if cfg.get("shuffle_mode", "stream") == "per_pass":
+        # A fresh permutation of the whole shard each pass (pycls's sampler): every example
+        # exactly once per epoch; the seeded reshuffle keeps the passes a function of the seed.
+        ds = ds.shuffle(shard_size, seed=buffer_seed, reshuffle_each_iteration=True).repeat()
+    else:
+        # A buffer larger than the shard would only mix passes (and delay the first batch).
+        buffer = max(1, min(cfg.shuffle_buffer, shard_size))
+        ds = ds.repeat().shuffle(buffer, seed=buffer_seed)
     if cfg.repeated_aug > 1:
         k = int(cfg.repeated_aug)
         ds = ds.map(no_autograph(lambda ex: {n: tf.stack([v] * k) for n, v in ex.items()}))
@@ -206,7 +213,7 @@ def build_train_dataset(data_cfg, *, global_batch_size: int, image_size: int,
         s = tf.random.experimental.stateless_split(ex["seed"], num=4)
         image = ex["image"]
         if small:
-            image = transforms.pad_random_crop(image, s[1])
+            image = transforms.pad_random_crop(image, s[1], fill=pad_fill)
             image = _resize_if_needed(transforms.random_flip(image, s[2]), image_size)
         else:
             image = transforms.random_flip(transforms.resize(image, image_size), s[2])

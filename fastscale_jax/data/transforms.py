@@ -210,10 +210,21 @@ def random_flip(image, seed):
                    lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
-def pad_random_crop(image, seed, pad: int = 4):
-    """CIFAR augmentation: zero-pad by `pad` on each side, random crop back to the input size."""
+def pad_random_crop(image, seed, pad: int = 4, fill=None):
+    """CIFAR augmentation: pad by `pad` on each side, random crop back to the input size.
+
+    fill: None pads with 0 (black; the dtype is kept); a per-channel colour (R, G, B in the
+    image's units, e.g. the normalisation mean) pads with that colour (float32 output; the
+    image's own pixels are kept exactly).
+    """
     shape = tf.shape(image)
-    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    paddings = [[pad, pad], [pad, pad], [0, 0]]
+    if fill is None:
+        padded = tf.pad(image, paddings)
+    else:
+        inside = tf.pad(tf.ones(tf.concat([shape[:2], [1]], 0), tf.bool), paddings)
+        padded = tf.where(inside, tf.pad(tf.cast(image, tf.float32), paddings),
+                          tf.constant(fill, tf.float32))
     off = tf.random.stateless_uniform([2], seed, 0, 2 * pad + 1, dtype=tf.int32)
     return padded[off[0]:off[0] + shape[0], off[1]:off[1] + shape[1]]
 
