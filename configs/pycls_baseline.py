@@ -14,10 +14,10 @@ Arg: a zoo model name or alias (default RegNetY-800MF); any other model of
 Recipe (recipes.pycls_sgd; pycls configs/dds_baselines): SGD momentum 0.9 Nesterov,
 BASE_LR 0.8 at batch 1024 (scaled linearly with train.global_batch_size), 5 warmup epochs from
 0.1 x lr, cosine to 0, weight decay 5e-5 on every parameter, 100 epochs, no label smoothing /
-mixup / EMA, train at the model's resolution, eval resize 256 / crop 224; pycls's data order
-(recipes.pycls_data: a fresh permutation per epoch, data.shuffle_mode='per_pass', whose buffer
-holds the shard's encoded images: --config.data.shuffle_mode=stream where that does not fit)
-and CIFAR padding (data.pad_fill='mean').
+mixup / EMA, train at the model's resolution, eval resize 256 / crop 224; pycls's CIFAR
+padding (data.pad_fill='mean'). pycls's per-epoch permutation is --config.data.shuffle_mode=
+per_pass (recipes.pycls_data): its buffer holds the whole shard, so it is off for TFDS ImageNet
+(~140 GB of encoded images) and meant for image folders and small sets.
 """
 
 from fastscale_jax.config import base_config

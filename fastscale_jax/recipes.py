@@ -53,21 +53,22 @@ def rsb(c, procedure: str = "A2"):
     return c
 
 
-def pycls_data(c):
+def pycls_data(c, *, per_pass: bool = True):
     """pycls's input order and CIFAR padding (benchmarks/RESULTS.md §9 measures both).
 
-    data.shuffle_mode='per_pass': a fresh permutation of the training set every epoch, each
-    example exactly once (pycls's RandomSampler / DistributedSampler), instead of our default
-    shuffle buffer over the repeated stream. Memory: the buffer holds this process's whole
-    shard (image folders: file names; TFDS: encoded images, ImageNet train ~140 GB / process
-    count; set data.shuffle_mode='stream' back where that does not fit).
+    data.shuffle_mode='per_pass' (per_pass=True): a fresh permutation of the training set every
+    epoch, each example exactly once (pycls's RandomSampler / DistributedSampler), instead of
+    our default shuffle buffer over the repeated stream. Memory: the buffer holds this
+    process's whole shard (image folders: file names; TFDS: encoded images, ImageNet train
+    ~140 GB / process count), so it is for small sets (CIFAR, the demo, image folders).
     data.pad_fill='mean': small images (CIFAR) are padded with the mean colour, i.e. zeros
     after normalising, as pycls pads its normalised images; ours pads black by default.
 
     Our defaults stay 'stream' and 'black': the demo's results stay identical, and a bounded
     shuffle buffer is the standard tf.data way at ImageNet scale.
     """
-    c.data.shuffle_mode = "per_pass"
+    if per_pass:
+        c.data.shuffle_mode = "per_pass"
     c.data.pad_fill = "mean"
     return c
 
@@ -78,7 +79,9 @@ def pycls_sgd(c):
     SGD momentum 0.9 with Nesterov, BASE_LR 0.8 at batch 1024 (scaled linearly with the
     batch here), cosine, 5 warmup epochs from 0.1 x lr, weight decay 5e-5 on every parameter
     (pycls decays biases and BN too), no label smoothing, mixup or EMA; Inception crop + flip;
-    pycls's data order and padding (pycls_data).
+    pycls's CIFAR padding (pycls_data); its per-epoch permutation only where it is cheap (TFDS
+    ImageNet would buffer ~140 GB of encoded images: --config.data.shuffle_mode=per_pass
+    turns it on for image folders and small sets).
     """
     c.train.global_batch_size = 1024
     c.train.epochs = 100.0
@@ -100,5 +103,5 @@ def pycls_sgd(c):
     c.optim.warmup_style = "pycls"   # cosine over all epochs, times the warmup factor
     c.optim.min_lr_factor = 0.0
     c.data.name = "imagenet2012"
-    pycls_data(c)
+    pycls_data(c, per_pass=False)
     return c

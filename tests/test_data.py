@@ -368,9 +368,11 @@ def test_pycls_recipe_sets_pycls_data():
     from fastscale_jax import recipes
     from fastscale_jax.config import base_config
 
-    c = recipes.pycls_sgd(base_config())
-    assert (c.data.shuffle_mode, c.data.pad_fill) == ("per_pass", "mean")
+    c = recipes.pycls_sgd(base_config())   # ImageNet: no per-pass buffer of the whole set
+    assert (c.data.shuffle_mode, c.data.pad_fill) == ("stream", "mean")
     config_lib.validate_data_config(c.data)
+    c = recipes.pycls_data(base_config())  # small sets (the parity benchmark): pycls's order
+    assert (c.data.shuffle_mode, c.data.pad_fill) == ("per_pass", "mean")
 
 
 def test_bgr_flips_channels(cifar_folder):
