@@ -162,7 +162,7 @@ def flops_vs_budget(rows: list[dict], path: str, env: dict | None = None,
                   f"{req.get('batch_size', '?')} images)")
     ax.set_ylabel("flops reached (millions of multiply-adds per image)")
     device = (env or {}).get("device_kind", "")
-    ax.set_title(f"{req.get('base', '')}: the largest model each strategy fits in the budget "
+    ax.set_title(f"{req.get('base', '')}: the largest model each strategy fits in the budget\n"
                  f"({device}; labels: measured time / budget)", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, title="strategy", title_fontsize=8)
