@@ -4,7 +4,7 @@
     python benchmarks/data_throughput.py --seconds 20 --images 1024 --src-size 500x375
 
 Builds a temporary image folder of JPEGs at ImageNet-like size (default 500x375, quality 90):
-CIFAR-10 images from /work/shared/data/cifar10 upsampled, plus noise so that the files have
+CIFAR-10 images from ../shared/data/cifar10 (beside the repo) upsampled, plus noise so that the files have
 ImageNet-like sizes (~100 kB); 64 distinct images copied to --images files (random noise images
 if CIFAR is absent). Then times `pipeline.build_train_dataset` (read file -> random-resized-crop
 decode -> resize 224 -> flip [-> RandAugment 2 layers, m9, mstd0.5] -> normalise -> batch ->
@@ -37,7 +37,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-CIFAR = "/work/shared/data/cifar10/train"
+CIFAR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+                     "cifar10", "train")
 H100_IMAGES_PER_S = 3000  # RegNetY-4.0GF bf16 training on one H100: an estimate
 
 

@@ -1,7 +1,7 @@
 """Tests of the input pipeline (fastscale_jax.data): sources, transforms, sharding, batching.
 
 Fast (tiny folders and batches). The image folders are built in temp dirs, from a few CIFAR-10
-JPEGs of /work/shared/data/cifar10 when present, else from the embedded demo set.
+JPEGs of ../shared/data/cifar10 (beside the repo) when present, else from the embedded demo set.
 """
 
 import math
@@ -18,7 +18,8 @@ from fastscale_jax.data import pipeline
 from fastscale_jax import errors as fs_errors
 from fastscale_jax.errors import DataError
 
-CIFAR = "/work/shared/data/cifar10"
+CIFAR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+                     "cifar10")  # ../shared beside the repo
 CLASSES = ("airplane", "cat", "dog")
 IMAGENET_MIN = (0 - 123.675) / 58.395   # smallest normalised value with the default mean/std
 IMAGENET_MAX = (255 - 103.53) / 57.375  # largest
