@@ -126,7 +126,7 @@ def recorded_spec(config, workdir: str, *, resolve: bool = True, log=print):
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{path} cannot be read ({e}); delete it to resolve the time budget "
                           "again on this machine") from None
-    if rec.get("request") != json.loads(json.dumps(_json_safe(request(config)))):
+    if rec.get("request") != _as_recorded(request(config)):
         raise ConfigError(f"{path} resolved another request ({rec.get('request')}) than this "
                           f"config's ({request(config)}); use a new --workdir, or delete it to "
                           "resolve the budget again")
@@ -146,6 +146,12 @@ def _json_safe(o):
     from fastscale_jax.timing.benchmark import _json_safe as safe
 
     return safe(o)
+
+
+def _as_recorded(o):
+    """`o` as it reads back from a JSON file (tuples become lists): what recorded requests are
+    compared with."""
+    return json.loads(json.dumps(_json_safe(o)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -187,7 +193,7 @@ def _done_targets(workdir: str, req: dict, log) -> dict:
             torn += 1
             continue
         if n == 0:
-            if entry.get("request") != json.loads(json.dumps(_json_safe(req))):
+            if entry.get("request") != _as_recorded(req):
                 raise WorkdirError(
                     f"{path} holds a budget sweep with other settings ({entry.get('request')}); "
                     "use another --workdir, or delete that file to start this one afresh")
@@ -234,7 +240,8 @@ def select_sweep(config, workdir: str, *, log=print) -> dict:
             if f"{label}|{t}" in done:
                 row, result = done[f"{label}|{t}"]
             else:
-                row, result = _sweep_target(base, t, label, kind, alpha, config, cache, tol, log)
+                row, result = _sweep_target(base, t, label, kind, alpha, config, req, cache, tol,
+                                            log)
                 _append(workdir, {"row": row, "result": result})
                 jax.clear_caches()  # the timed programs are done with: one process compiles
                 #                     dozens of models, and XLA's caches would keep them all
@@ -249,12 +256,12 @@ def select_sweep(config, workdir: str, *, log=print) -> dict:
     return {"rows": rows, "results": results, "files": files, "env": env}
 
 
-def _sweep_target(base, t, label, kind, alpha, config, cache, tol, log):
-    """(row, result dict or None) of one strategy scaled to one budget."""
+def _sweep_target(base, t, label, kind, alpha, config, req, cache, tol, log):
+    """(row, result dict or None) of one strategy scaled to one budget (req: sweep_request)."""
     before = len(cache)
     try:
-        res = scale_to_time(base, t, kind, alpha=alpha, batch_size=int(config.timing.batch_size),
-                            mode=_timed_mode(config), config=config, tolerance=tol, cache=cache,
+        res = scale_to_time(base, t, kind, alpha=alpha, batch_size=req["batch_size"],
+                            mode=req["timing_mode"], config=config, tolerance=tol, cache=cache,
                             on_measure=_progress(f"{label} {t}"))
     except ConfigError as e:  # one unreachable budget: its row says why
         log(f"  {label} {t}: {e}")
