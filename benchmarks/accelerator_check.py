@@ -271,7 +271,7 @@ def main(argv=None) -> int:
 
     done_so_far = {}
 
-    from fastscale_jax.timing.benchmark import _json_safe as json_safe  # NaN -> null
+    from fastscale_jax.workdir import json_safe  # NaN -> null
 
     def write(results, complete):
         failed = [n for n, r in results.items() if r["status"] == "fail"]

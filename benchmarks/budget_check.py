@@ -53,9 +53,8 @@ def search(args) -> dict:
 
     base = fs.get_model_spec(args.model, resolution=args.resolution,
                              test_resolution=args.resolution)
-    targets = []
+    targets, cache = [], {}
     for kind in args.kinds:
-        cache: dict = {}
         for budget in args.budgets:
             before = len(cache)
             t0 = time.time()

@@ -132,6 +132,14 @@ def parse_args(argv=None):
                    help="--paired: run the ablations on the first N seeds only (0 = all)")
     p.add_argument("--ablation-families", nargs="+", default=["regnety"],
                    choices=["regnety", "effnet"], help="--paired: families of the ablations")
+    p.add_argument("--test-dir", default="",
+                   help="--paired: a CIFAR-10 test folder (class folders of JPEGs, e.g. "
+                        "../shared/data/cifar10/test) to evaluate on instead of the demo's "
+                        "2,000 test images")
+    p.add_argument("--control", action="store_true",
+                   help="--paired: also train torch from jittered weights (the noise floor)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="--paired: seed workers run at once (give each --threads 1)")
     p.add_argument("--paired-out", default=os.path.join(HERE, "convergence_parity_paired.json"))
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)   # 'side:seed'
     return p.parse_args(argv)
@@ -445,8 +453,9 @@ def paired_worker(args, family: str, seed: int) -> dict:
     fargs = pp.family_args(family, epochs=args.epochs, batch=args.batch, limit=args.limit,
                            threads=args.threads)
     return pp.run_seed(fargs, seed, variants=paired_variants(args, family, seed),
-                       step_losses=seed == args.first_seed,
-                       workdir=os.path.join(args.workdir, "paired_jax"))
+                       step_losses=seed == args.first_seed, test_dir=args.test_dir,
+                       control=args.control,
+                       workdir=os.path.join(args.workdir, f"paired_jax_{family}{seed}"))
 
 
 def paired_main(args, argv) -> None:
@@ -462,15 +471,15 @@ def paired_main(args, argv) -> None:
         fargs = pp.family_args(family, epochs=args.epochs, batch=args.batch, limit=args.limit)
         cx[family] = pp.check_same_model(fargs)
         print(f"{family}: ours == pycls: {cx[family]}", flush=True)
+    jobs = [(family, seed) for seed in seeds(args) for family in args.families]
+    if not args.collect:
+        run_parallel(args, [(f"paired_{family}", seed) for family, seed in jobs], argv)
     runs = {f: [] for f in args.families}
-    for seed in seeds(args):
-        for family in args.families:
-            path = os.path.join(args.workdir, f"paired_{family}_seed{seed}.json")
-            if not args.collect:
-                spawn(args, f"paired_{family}", seed, argv)
-            if os.path.exists(path):
-                with open(path) as f:
-                    runs[family].append(json.load(f))
+    for family, seed in jobs:
+        path = os.path.join(args.workdir, f"paired_{family}_seed{seed}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                runs[family].append(json.load(f))
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = {"args": {k: v for k, v in vars(args).items() if k != "worker"},
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
@@ -503,7 +512,13 @@ def paired_report(out: dict) -> None:
                 if isinstance(v, dict):
                     print(f"  first-epoch loss {k}: step 1 {v['step1']:.1e}, max {v['max']:.3g}"
                           f", first step > 1e-4: {v['first_step_over_1e-4']}")
-        print(f"  step-1 |loss diff| max over seeds {max(s['step1_loss_absdiff']):.1e}")
+        print(f"  step-1 |loss diff| max over seeds {max(s['step1_loss_absdiff']):.1e}; "
+              f"sd of the per-seed final difference {s['final_diff_sd']:.2f}")
+        c = s.get("control")
+        if c:
+            print(f"  control ({c['what']}, n={len(c['seeds'])}): {c['final_diff_mean']:+.2f} "
+                  f"[{c['final_diff_ci95'][0]:+.2f}, {c['final_diff_ci95'][1]:+.2f}], "
+                  f"sd {c['final_diff_sd']:.2f}")
         for name, a in s["ablations"].items():
             print(f"  ablation {name} (n={len(a['seeds'])}): vs torch "
                   f"{a['final_diff_vs_torch_mean']:+.2f} [{a['final_diff_vs_torch_ci95'][0]:+.2f},"
@@ -535,6 +550,39 @@ def spawn(args, side: str, seed: int, argv) -> dict:
     subprocess.run(cmd, check=True, cwd=ROOT)
     with open(os.path.join(args.workdir, f"{side}_seed{seed}.json")) as f:
         return json.load(f)
+
+
+def run_parallel(args, work: list, argv) -> None:
+    """The workers (side, seed) of `work`, --jobs at a time, each pinned to its own core when
+    --jobs > 1; a worker whose result is already in --workdir is not rerun (delete the
+    workdir to start over); stops at the first failure."""
+    todo = [(side, seed) for side, seed in work
+            if not os.path.exists(os.path.join(args.workdir, f"{side}_seed{seed}.json"))]
+    if len(todo) < len(work):
+        print(f"{len(work) - len(todo)} of {len(work)} worker(s) already done in "
+              f"{args.workdir}", flush=True)
+    cores = sorted(os.sched_getaffinity(0))
+    running, free = [], list(range(max(1, args.jobs)))
+    while todo or running:
+        while todo and free:
+            (side, seed), slot = todo.pop(0), free.pop(0)
+            cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", f"{side}:{seed}"]
+            pin = ({cores[slot % len(cores)]} if args.jobs > 1 else None)
+            print(f"== {side} seed {seed}" + (f" (core {min(pin)})" if pin else ""), flush=True)
+            running.append((side, seed, slot, subprocess.Popen(
+                cmd, cwd=ROOT, preexec_fn=(lambda p=pin: os.sched_setaffinity(0, p)) if pin
+                else None)))
+        time.sleep(1)
+        for item in list(running):
+            rc = item[3].poll()
+            if rc is None:
+                continue
+            running.remove(item)
+            free.append(item[2])
+            if rc:
+                for *_, p in running:
+                    p.terminate()
+                raise SystemExit(f"error: worker {item[0]} seed {item[1]} exited {rc}")
 
 
 def seeds(args):

@@ -22,6 +22,14 @@ back to today's default, one at a time ('all': every one), the torch side unchan
   crop      crop offsets 0..8 (9 positions; ours) instead of 0..7
   decoder   the JPEGs decoded by TensorFlow (our pipeline) instead of Pillow
 
+Control (--control): a second torch run per seed from the same weights times
+1 + 1e-6 N(0, 1), on the same batches: pycls against itself after a change of a few float32
+roundings. The spread of its paired difference is the floor no trainer can beat at this
+length of training: float32 rounding grows through training until two runs from the same
+start differ as much as two seeds do. Test set (--test-dir): the demo's 2,000 test images, or
+a CIFAR-10 test folder (../shared/data/cifar10/test: 10,000), which shrinks the part of the
+spread that is only the sampling of test images.
+
 The flips and offsets are drawn as uniforms per stream position and mapped to each side's
 range, so an ablation changes only what it names. Model definitions and recipes: FAMILIES.
 """
@@ -46,6 +54,7 @@ NUM_CLASSES = 10
 PAD = 4
 STREAM_BUFFER = 10_000
 ABLATIONS = ("shuffle", "pad", "se_bias", "crop", "decoder")
+JITTER = 1e-6   # relative size of the control's weight change (float32 eps is 1.2e-7)
 
 # The two families: the model (pycls cfg keys) and its recipe. RegNetY: as
 # convergence_parity.py. EffNet: pycls's EN-B0 (configs/dds_baselines/effnet/EN-B0_dds_8gpu:
@@ -156,24 +165,42 @@ def convert(args, state_dict, *, zero_se_bias: bool = False) -> dict:
 
 
 # --------------------------------------------------------------------------- data
-def load_images(decoder: str = "pil", path: str = DEMO) -> dict:
+def _decode(blobs, decoder: str) -> np.ndarray:
+    if decoder == "pil":
+        from PIL import Image
+
+        return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
+    import tensorflow as tf
+
+    return np.stack([tf.io.decode_image(b, channels=3, expand_animations=False).numpy()
+                     for b in blobs])
+
+
+def load_images(decoder: str = "pil", path: str = DEMO, test_dir: str = "") -> dict:
     """The demo set decoded by Pillow ('pil') or TensorFlow ('tf', as our pipeline does):
-    {split: (uint8 [N, 32, 32, 3] RGB, int64 labels)}."""
+    {split: (uint8 [N, 32, 32, 3] RGB, int64 labels)}. With `test_dir` (a class-folder tree,
+    e.g. ../shared/data/cifar10/test: 10,000 images), the test split comes from there."""
     out = {}
     with np.load(path, allow_pickle=False) as z:
+        classes = [str(c) for c in z["class_names"]]
         for split in ("train", "test"):
             data, offs = z[f"{split}_bytes"], z[f"{split}_offsets"]
             blobs = [data[offs[i]:offs[i + 1]].tobytes() for i in range(len(offs) - 1)]
-            if decoder == "pil":
-                from PIL import Image
-
-                ims = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
-            else:
-                import tensorflow as tf
-
-                ims = [tf.io.decode_image(b, channels=3, expand_animations=False).numpy()
-                       for b in blobs]
-            out[split] = (np.stack(ims), z[f"{split}_labels"].astype(np.int64))
+            out[split] = (_decode(blobs, decoder), z[f"{split}_labels"].astype(np.int64))
+    if test_dir:
+        found = sorted(d for d in os.listdir(test_dir)
+                       if os.path.isdir(os.path.join(test_dir, d)))
+        if found != classes:
+            raise SystemExit(f"error: {test_dir} has class folders {found}, the demo set "
+                             f"{classes}; give a CIFAR-10 test folder")
+        blobs, labels = [], []
+        for label, name in enumerate(classes):
+            folder = os.path.join(test_dir, name)
+            for fname in sorted(os.listdir(folder)):
+                with open(os.path.join(folder, fname), "rb") as f:
+                    blobs.append(f.read())
+                labels.append(label)
+        out["test"] = (_decode(blobs, decoder), np.asarray(labels, np.int64))
     return out
 
 
@@ -376,29 +403,49 @@ def variant_settings(name: str) -> dict:
             "decoder": "tf" if "decoder" in on else "pil"}
 
 
+def jittered(model, seed: int, scale: float = JITTER):
+    """A copy of `model` with every float tensor of its state times 1 + scale * N(0, 1)
+    (numpy draws): a change the size of a few float32 roundings, for the control."""
+    import torch
+
+    rng = np.random.default_rng([seed, 28])
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for v in twin.state_dict().values():
+            if v.is_floating_point():
+                noise = rng.standard_normal(tuple(v.shape)).astype(np.float32)
+                v.mul_(1 + scale * torch.from_numpy(noise))
+    return twin
+
+
 def run_seed(args, seed: int, *, variants=("base",), step_losses: bool = False,
-             workdir: str = "/tmp/parity_paired", num_eval=None) -> dict:
+             workdir: str = "/tmp/parity_paired", num_eval=None, test_dir: str = "",
+             control: bool = False) -> dict:
     """The torch side and our variants for one seed from the same weights; with
-    `step_losses`, a float64 torch run of the first epoch too."""
-    images = {"pil": load_images("pil")}
+    `step_losses`, a float64 torch run of the first epoch too; with `control`, a second torch
+    run from the weights jittered by `jittered` (pycls against itself: the noise floor of the
+    paired difference)."""
+    images = {"pil": load_images("pil", test_dir=test_dir)}
     n = len(images["pil"]["train"][1])
     spe = steps_per_epoch(args, n)
     plan = Plan(seed, n, args.epochs, spe, args.batch)
     model, sd = initial_weights(args, seed)
     start64 = copy.deepcopy(model) if step_losses else None
+    twin = jittered(model, seed) if control else None
     torch_draws = plan.side()
     test = (images["pil"]["test"][0][:num_eval], images["pil"]["test"][1][:num_eval])
-    out = {"seed": seed, "steps_per_epoch": spe,
-           "torch": torch_run(args, model, {"train": images["pil"]["train"], "test": test},
-                              torch_draws)}
+    torch_images = {"train": images["pil"]["train"], "test": test}
+    out = {"seed": seed, "steps_per_epoch": spe, "num_eval": len(test[1]),
+           "torch": torch_run(args, model, torch_images, torch_draws)}
     if step_losses:
-        out["torch64"] = torch_run(args, start64, {"train": images["pil"]["train"],
-                                                   "test": test}, torch_draws, steps=spe,
+        out["torch64"] = torch_run(args, start64, torch_images, torch_draws, steps=spe,
                                    dtype="float64", evaluate=False)
+    if control:
+        out["torch_jitter"] = torch_run(args, twin, torch_images, torch_draws)
     for name in variants:
         s = variant_settings(name)
         if s["decoder"] not in images:
-            images[s["decoder"]] = load_images(s["decoder"])
+            images[s["decoder"]] = load_images(s["decoder"], test_dir=test_dir)
         im = images[s["decoder"]]
         data = PlanData(im["train"], im["test"], plan.side(shuffle=s["shuffle"],
                                                            positions=s["positions"]),
@@ -436,6 +483,10 @@ def loss_agreement(a, b) -> dict:
 def summarise(runs: list) -> dict:
     """Per-epoch and final paired differences (points of top-1, ours - torch), ablations."""
     epochs = len(runs[0]["torch"]["top1"])
+    sizes = {r.get("num_eval") for r in runs}
+    if len(sizes) > 1:
+        raise SystemExit(f"error: these seeds were evaluated on different test sets "
+                         f"({sorted(map(str, sizes))} images); rerun them with one --test-dir")
     diffs = np.array([[100 * (r["base"]["top1"][e] - r["torch"]["top1"][e])
                        for e in range(epochs)] for r in runs])
     out = {"seeds": [r["seed"] for r in runs], "n": len(runs), "per_epoch": []}
@@ -460,8 +511,17 @@ def summarise(runs: list) -> dict:
                               "torch32_vs_torch64": loss_agreement(t32, t64)}
     out["step1_loss_absdiff"] = [abs(r["base"]["losses"][0] - r["torch"]["losses"][0])
                                  for r in runs]
-    names = [k for k in runs[0] if k not in ("seed", "steps_per_epoch", "torch", "torch64",
-                                             "base")]
+    ctl = [r for r in runs if "torch_jitter" in r]
+    if ctl:
+        d = [100 * (r["torch_jitter"]["top1"][-1] - r["torch"]["top1"][-1]) for r in ctl]
+        m, ci = t_interval(d)
+        out["control"] = {"what": f"torch from weights x (1 + {JITTER:g} N(0,1)) minus torch",
+                          "seeds": [r["seed"] for r in ctl], "final_diff_per_seed": d,
+                          "final_diff_mean": m, "final_diff_ci95": ci,
+                          "final_diff_sd": float(np.std(d, ddof=1)) if len(d) > 1 else 0.0}
+    out["final_diff_sd"] = float(np.std(diffs[:, -1], ddof=1)) if len(runs) > 1 else 0.0
+    names = [k for k in runs[0] if k not in ("seed", "steps_per_epoch", "num_eval", "torch",
+                                             "torch64", "torch_jitter", "base")]
     abl = {}
     for name in names:
         rs = [r for r in runs if name in r]

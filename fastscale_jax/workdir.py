@@ -204,3 +204,55 @@ def lock(workdir: str, *, enabled: bool = True):
     finally:
         if held is not None:
             held.release()
+
+
+# ------------------------------------------------------------------------------------------
+# append-only records (a benchmark or budget sweep saving as it goes)
+
+def json_safe(o):
+    """`o` with non-finite floats as None, numpy scalars as Python ones, tuples as lists."""
+    import math
+
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    if hasattr(o, "item") and not isinstance(o, (str, bytes)):  # numpy scalars
+        return json_safe(o.item())
+    return o
+
+
+def append_record(path: str, entry: dict) -> None:
+    """One JSON line appended to `path`, flushed to disk before returning (a run killed right
+    after loses nothing it was told was saved)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(json_safe(entry)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(path: str, log=print) -> list[dict]:
+    """The records of an append-only JSONL file ([] if it does not exist). A line that does not
+    parse (a write cut short by a kill) is dropped with one warning naming the file, so the
+    work it stood for is simply done again."""
+    if not os.path.exists(path):
+        return []
+    out, torn = [], []
+    with open(path) as f:
+        for n, line in enumerate(f.read().splitlines(), 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                torn.append(n)
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+            else:
+                torn.append(n)
+    if torn:
+        log(f"warning: dropped {len(torn)} unreadable line(s) of {path} (line(s) "
+            f"{', '.join(map(str, torn[:5]))}: a write cut short?); that work is done again")
+    return out

@@ -75,6 +75,28 @@ def test_search_converges_fast_and_never_measures_a_spec_twice(kind, factor):
         assert res.above is not None and res.above.time_s > res.budget_s
 
 
+def test_a_shared_cache_seeds_later_searches_and_times_nothing_twice():
+    # a sweep: three budgets for two strategies through one cache. The base is timed once for
+    # both; each later search starts from what the earlier ones measured (fewer new timings)
+    timer, cache, fresh = Timer(), {}, []
+    t0 = timer.time(BASE)
+    for kind in ("dWr", "dwr"):
+        for budget in (2 * t0, 4 * t0, 8 * t0):
+            before = len(timer.keys)
+            res = tb.scale_to_time(BASE, budget, kind, batch_size=8, measure=timer, cache=cache)
+            fresh.append(len(timer.keys) - before)
+            assert res.time_s <= budget * 1.05 and res.status in ("within", "under")
+            assert len(res.measurements) >= fresh[-1]   # reused ones are listed too
+    assert len(timer.keys) == len(set(timer.keys)) == len(cache)
+    assert timer.keys.count(structure_key(BASE)) == 1
+    alone = []
+    for budget in (4 * t0, 8 * t0):   # the same targets searched without the cache
+        t = Timer()
+        tb.scale_to_time(BASE, budget, "dWr", batch_size=8, measure=t)
+        alone.append(len(t.keys))
+    assert sum(fresh[1:3]) < sum(alone), (fresh, alone)
+
+
 def test_bracket_on_discrete_specs_returns_the_largest_under_and_names_the_one_above():
     timer = Timer()
     cands = tb.budget_candidates(BASE, "dWr")

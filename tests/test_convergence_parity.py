@@ -43,3 +43,49 @@ def test_same_weights_same_batches_same_first_step_loss(tmp_path):
     assert abs(ours[0] - theirs[0]) <= 1e-5 * abs(theirs[0]), (ours, theirs)
     assert abs(ours[1] - theirs[1]) <= 1e-4 * abs(theirs[1]), (ours, theirs)   # after 1 update
     assert len(run["base"]["top1"]) == len(run["torch"]["top1"]) == 1
+
+
+def test_a_test_folder_replaces_the_demo_test_split_in_label_order(tmp_path):
+    from PIL import Image
+
+    names = [str(c) for c in np.load(pp.DEMO)["class_names"]]
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(names):
+        (tmp_path / name).mkdir()
+        for k in range(2):
+            im = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(im).save(tmp_path / name / f"{k:04d}.jpg", quality=95)
+    images = pp.load_images("pil", test_dir=str(tmp_path))
+    x, y = images["test"]
+    assert x.shape == (20, 32, 32, 3) and x.dtype == np.uint8
+    assert list(y) == [c for c in range(10) for _ in range(2)]
+    assert len(images["train"][1]) == 10_000          # the train split is still the demo's
+    (tmp_path / "extra").mkdir()
+    with pytest.raises(SystemExit, match="class folders"):
+        pp.load_images("pil", test_dir=str(tmp_path))
+
+
+def test_the_control_changes_the_weights_by_about_its_scale_only():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    twin = pp.jittered(model, seed=1)
+    for (k, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        if not a.is_floating_point():
+            assert torch.equal(a, b)
+            continue
+        rel = ((b - a).abs() / a.abs().clamp_min(1e-30))[a != 0]
+        assert rel.numel() == 0 or 1e-8 < float(rel.max()) < 1e-5, k   # ~1e-6, not zero
+    again = pp.jittered(model, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(twin.state_dict().values(),
+                                                  again.state_dict().values()))
+
+
+def test_seeds_evaluated_on_different_test_sets_are_not_summarised_together():
+    run = {"seed": 0, "steps_per_epoch": 1, "torch": {"top1": [0.5], "losses": [1.0]},
+           "base": {"top1": [0.5], "losses": [1.0]}}
+    with pytest.raises(SystemExit, match="different test sets"):
+        pp.summarise([dict(run, num_eval=2000), dict(run, seed=1, num_eval=10000)])
+    out = pp.summarise([dict(run, num_eval=10000, torch_jitter={"top1": [0.52]}),
+                        dict(run, seed=1, num_eval=10000, torch_jitter={"top1": [0.49]})])
+    assert out["control"]["final_diff_per_seed"] == pytest.approx([2.0, -1.0])

@@ -55,10 +55,10 @@ def measure(workdir: str, runs: list[str], log=print) -> dict:
                     "epoch_s": num_train / r.images_per_s if r.ok and num_train else None,
                     "batch_size": batch, "windows": r.windows, "iters": r.iters, "error": r.error}
     payload = {"env": environment(), "runs": out}
-    from fastscale_jax.timing.benchmark import _json_safe
+    from fastscale_jax.workdir import json_safe
 
     with open(os.path.join(workdir, TIMING_FILE), "w") as f:
-        json.dump(_json_safe(payload), f, indent=1)
+        json.dump(json_safe(payload), f, indent=1)
     return payload
 
 

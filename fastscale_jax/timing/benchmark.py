@@ -40,6 +40,7 @@ from fastscale_jax.errors import TrainingError
 from fastscale_jax.timing.fit import fit_all, format_fit
 from fastscale_jax.timing.measure import environment, time_model
 from fastscale_jax.timing.programs import timing_settings
+from fastscale_jax.workdir import append_record, json_safe, read_records
 
 _ENV_KEYS = ("device_kind", "backend", "jax", "jaxlib", "flax")
 
@@ -111,21 +112,8 @@ def _model_key(spec, settings: dict) -> str:
 
 
 def _load_done(path: str, log=print) -> dict:
-    """{model key: {'row', 'results'}} of a previous (possibly interrupted) run; a torn last
-    line (the process was killed while writing it) is dropped with a warning."""
-    done = {}
-    if not os.path.exists(path):
-        return done
-    with open(path) as f:
-        lines = f.read().splitlines()
-    for i, line in enumerate(lines):
-        try:
-            rec = json.loads(line)
-            done[rec["key"]] = rec
-        except (ValueError, KeyError):
-            log(f"warning: {path} line {i + 1} is torn or not a record (an interrupted write?); "
-                "that model is measured again")
-    return done
+    """{model key: {'row', 'results'}} of a previous (possibly interrupted) run."""
+    return {rec["key"]: rec for rec in read_records(path, log) if "key" in rec}
 
 
 def _time_with_retries(spec, config, settings, on_stage) -> tuple[dict, int]:
@@ -191,8 +179,7 @@ def benchmark_family(family: list[tuple[dict, object]], settings: dict, config=N
         full += [{**labels, **r} for r in res_dicts]
         seen[key] = {"key": key, "row": row, "results": res_dicts}
         if path:
-            with open(path, "a") as f:
-                f.write(json.dumps(_json_safe(seen[key])) + "\n")
+            append_record(path, seen[key])
             _write_csv(rows, os.path.join(workdir, "benchmark.csv"))  # what is measured so far
     bar.set_description("benchmark done")
     bar.close()
@@ -206,18 +193,6 @@ def _write_csv(rows: list[dict], path: str):
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
-
-
-def _json_safe(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    if hasattr(o, "item") and not isinstance(o, (str, bytes)):  # numpy scalars
-        return _json_safe(o.item())
-    return o
 
 
 def fits_by_mode(rows: list[dict], modes) -> dict:
@@ -301,12 +276,12 @@ def run_benchmark(config, workdir: str, progress: bool = True) -> dict:
              "fit": os.path.join(workdir, "fit.json")}
     _write_csv(rows, files["csv"])
     with open(files["json"], "w") as f:
-        json.dump(_json_safe({"env": env, "settings": settings, "rows": rows,
+        json.dump(json_safe({"env": env, "settings": settings, "rows": rows,
                               "results": full}), f, indent=1)
     fits = fits_by_mode(rows, modes)
     fit_warnings = {m: fit_warnings_of(fits[m]) for m in modes}
     with open(files["fit"], "w") as f:
-        json.dump(_json_safe({"unit": "seconds per image; flops = multiply-adds per image, "
+        json.dump(json_safe({"unit": "seconds per image; flops = multiply-adds per image, "
                                       "acts per image", "env": env, "fits": fits,
                               "warnings": fit_warnings}), f, indent=1)
     plots = []

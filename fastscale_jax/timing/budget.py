@@ -198,6 +198,8 @@ def _next_index(cands, done: dict, budget: float, lo: int | None, hi: int | None
     if not inside:
         return None
     pts = sorted(((abs(math.log(m.time_s / budget)), i) for i, m in done.items() if m.ok))[:2]
+    if not pts:  # nothing timed yet ran (e.g. the base was out of memory): go smaller
+        return min(inside)
     x = [math.log(cands[i][2]) for _, i in pts]
     y = [math.log(done[i].time_s) for _, i in pts]
     if len(pts) == 2 and x[0] != x[1]:
@@ -226,7 +228,9 @@ def scale_to_time(spec, budget, kind: str | None = None, *, alpha: float | None 
     measure(spec) -> a TimingResult-like object (time_s, spread_pct, error): injected in
     tests; on_measure(Measurement, n) is called after each measurement (progress display).
     cache: {structure_key(spec): Measurement} shared by several searches (a budget sweep):
-    a spec measured by one is reused by the next, not timed again.
+    every spec of this strategy already in it seeds this search (bracket and fit) and is not
+    timed again; `measurements` then lists those reused ones too. max_measurements counts
+    only new measurements.
     Raises ConfigError for a bad budget, strategy or setting before anything is measured, and
     BudgetUnreachableError when even the smallest candidate is over the budget or none fits.
     """
@@ -248,32 +252,32 @@ def scale_to_time(spec, budget, kind: str | None = None, *, alpha: float | None 
 
         timing_settings(config, modes=(mode,), batch_size=batch_size, **timing_overrides)
         measure = _measurer(config, mode, batch_size, timing_overrides)
-    done: dict[int, Measurement] = {}
-    base_key = structure_key(spec)
-    start = next((i for i, c in enumerate(cands) if structure_key(c[1]) == base_key),
-                 min(range(len(cands)), key=lambda i: abs(math.log(cands[i][0]))))
-    i, why = start, ""
     cache = {} if cache is None else cache
-    while i is not None:
-        key = structure_key(cands[i][1])
-        fresh = key not in cache
-        if fresh:
-            cache[key] = _record(measure, cands[i])
-        m = done[i] = cache[key]
-        if on_measure is not None and fresh:
-            on_measure(m, len(done))
-        if m.ok and abs(m.time_s / b.step_s - 1) <= tolerance:
+    keys = [structure_key(c[1]) for c in cands]
+    # what earlier searches of a sweep measured (another budget, another strategy through the
+    # same spec) is known here too: it seeds the bracket and the fit and is never re-timed
+    done: dict[int, Measurement] = {i: cache[k] for i, k in enumerate(keys) if k in cache}
+    start = next((i for i, k in enumerate(keys) if k == structure_key(spec)),
+                 min(range(len(cands)), key=lambda i: abs(math.log(cands[i][0]))))
+    fresh, why = 0, ""
+    while True:
+        if any(m.ok and abs(m.time_s / b.step_s - 1) <= tolerance for m in done.values()):
             why = f"measured within {100 * tolerance:g}% of the budget"
             break
         lo, hi = _bracket(done, b.step_s)
-        if len(done) >= max_measurements:
+        if fresh >= max_measurements:
             why = (f"stopped after {max_measurements} measurements (max_measurements) without "
                    f"one within {100 * tolerance:g}%: the bracket is returned")
             break
-        i = _next_index(cands, done, b.step_s, lo, hi)
+        i = start if start not in done else _next_index(cands, done, b.step_s, lo, hi)
         if i is None:
             why = ("no candidate lies between the largest model under the budget and the "
                    "smallest over it (the scaler's rounding): the one under it is returned")
+            break
+        m = done[i] = cache[keys[i]] = _record(measure, cands[i])
+        fresh += 1
+        if on_measure is not None:
+            on_measure(m, fresh)
     return _result(spec, cands, done, b, mode, tolerance, why)
 
 

@@ -29,6 +29,7 @@ import os
 from fastscale_jax import config as config_lib
 from fastscale_jax.errors import ConfigError, WorkdirError
 from fastscale_jax.timing.budget import MODES, scale_to_time
+from fastscale_jax.workdir import append_record, json_safe, read_records
 
 SELECT_FILE = "select.json"
 
@@ -102,7 +103,7 @@ def select_model(config, workdir: str | None = None, *, log=print):
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, SELECT_FILE)
         with open(path, "w") as f:
-            json.dump(_json_safe({"request": req, "result": res.to_dict()}), f, indent=1)
+            json.dump(json_safe({"request": req, "result": res.to_dict()}), f, indent=1)
         log(f"wrote {path}")
     return res
 
@@ -142,16 +143,10 @@ def recorded_spec(config, workdir: str, *, resolve: bool = True, log=print):
     return spec
 
 
-def _json_safe(o):
-    from fastscale_jax.timing.benchmark import _json_safe as safe
-
-    return safe(o)
-
-
 def _as_recorded(o):
     """`o` as it reads back from a JSON file (tuples become lists): what recorded requests are
     compared with."""
-    return json.loads(json.dumps(_json_safe(o)))
+    return json.loads(json.dumps(json_safe(o)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -181,38 +176,25 @@ def _done_targets(workdir: str, req: dict, log) -> dict:
     """{'strategy|budget': (row, result)} already in WORKDIR/select_rows.jsonl for this same
     request (a stopped or crashed sweep resumes with the rest); a torn last line is dropped."""
     path = os.path.join(workdir, SWEEP_ROWS_FILE)
-    if not os.path.exists(path):
-        return {}
-    done, torn = {}, 0
-    with open(path) as f:
-        lines = f.read().splitlines()
-    for n, line in enumerate(lines):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            torn += 1
-            continue
-        if n == 0:
-            if entry.get("request") != _as_recorded(req):
-                raise WorkdirError(
-                    f"{path} holds a budget sweep with other settings ({entry.get('request')}); "
-                    "use another --workdir, or delete that file to start this one afresh")
-            continue
-        done[f"{entry['row']['strategy']}|{entry['row']['budget']}"] = (entry["row"],
-                                                                       entry["result"])
-    if torn:
-        log(f"warning: dropped {torn} unreadable line(s) of {path} (a write cut short)")
+    records, done = read_records(path, log), {}
+    if records and "request" not in records[0]:
+        raise WorkdirError(f"{path} does not start with its sweep's request; delete it to "
+                           "start the sweep afresh")
+    if records and records[0]["request"] != _as_recorded(req):
+        raise WorkdirError(
+            f"{path} holds a budget sweep with other settings ({records[0]['request']}); "
+            "use another --workdir, or delete that file to start this one afresh")
+    for entry in records[1:]:
+        if "row" in entry and "result" in entry:
+            done[f"{entry['row']['strategy']}|{entry['row']['budget']}"] = (entry["row"],
+                                                                           entry["result"])
     if done:
         log(f"select: {len(done)} target(s) already found in {path}: resuming with the rest")
     return done
 
 
 def _append(workdir: str, entry: dict) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, SWEEP_ROWS_FILE), "a") as f:
-        f.write(json.dumps(_json_safe(entry)) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_record(os.path.join(workdir, SWEEP_ROWS_FILE), entry)
 
 
 def select_sweep(config, workdir: str, *, log=print) -> dict:
@@ -234,8 +216,9 @@ def select_sweep(config, workdir: str, *, log=print) -> dict:
     log(f"select: {base.name} scaled by {len(strats)} strategies to {len(times)} budgets per "
         f"{mode} at batch {batch} on this machine")
     rows, results = [], {}
+    cache: dict = {}   # one for the sweep: the base (and any spec two strategies share) is
+    #                    timed once, and each search starts from what the others measured
     for label, kind, alpha in strats:
-        cache: dict = {}
         for t in times:
             if f"{label}|{t}" in done:
                 row, result = done[f"{label}|{t}"]
@@ -284,7 +267,7 @@ def _write_sweep(workdir, rows, payload) -> list[str]:
         for r in rows:
             w.writerow({k: "" if r.get(k) is None else r[k] for k in ROW_KEYS})
     with open(paths[1], "w") as f:
-        json.dump(_json_safe(payload), f, indent=1)
+        json.dump(json_safe(payload), f, indent=1)
     from fastscale_jax.timing.plots import flops_vs_budget
 
     flops_vs_budget(rows, paths[2], payload["env"], payload["request"])
@@ -329,7 +312,7 @@ def recorded_sweep(workdir: str, config) -> dict | None:
             rec = json.load(f)
     except (OSError, ValueError):
         return None
-    if rec.get("request") != _json_safe(sweep_request(config)):
+    if rec.get("request") != json_safe(sweep_request(config)):
         return None
     return rec.get("results") or {}
 

@@ -154,17 +154,11 @@ def truncate_events(tb_dir: str, step: int, keep_file: str | None = None) -> Non
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except ValueError:  # a torn line: truncate_after drops it on resume
-                continue
-    return out
+    """WORKDIR/metrics.jsonl's rows; a torn line is skipped quietly (truncate_after drops it,
+    with a warning, when the run resumes)."""
+    from fastscale_jax.workdir import read_records
+
+    return read_records(os.path.join(workdir, "metrics.jsonl"), log=lambda *_: None)
 
 
 def plot_curves(workdir: str, title: str = "") -> str | None:
