@@ -5,9 +5,9 @@
 
 Phase 1 (this process): for every strategy and budget, `fastscale_jax.scale_to_time` on the
 train step (batch --batch) records the chosen model, the neighbour above it and how many
-models the search timed (= compiles). Phase 2 (a fresh process): every chosen model and its
-neighbour above, timed in one interleaved run (timing.time_interleaved), so that the check
-does not reuse the search's own numbers. A target passes when the re-measured time of the
+models the search timed (= compiles). Phase 2 (one fresh process per target): the chosen
+model and its neighbour above, timed in one interleaved run (timing.time_interleaved), so
+that the check does not reuse the search's own numbers. A target passes when the re-measured time of the
 chosen model is within +-10% of the budget, or when the chosen model (re-measured) is under
 it and its neighbour above is over it (the bracket straddles the budget: no model of the
 strategy lies closer). Prints one table; writes --out (JSON).
@@ -41,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--windows", type=int, default=5)
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "budget_check.json"))
     p.add_argument("--remeasure", metavar="JSON", help=argparse.SUPPRESS)  # phase 2 (internal)
+    p.add_argument("--target", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -87,27 +88,20 @@ def _above_spec(base, kind, res):
 
 
 def remeasure(path: str, args) -> None:
-    """Phase 2, in a fresh process: the chosen models and their neighbours, interleaved."""
+    """Phase 2, in a fresh process: target --target's chosen model and its neighbour above,
+    interleaved (time_interleaved); the times go into the target's entry of `path`."""
     from fastscale_jax.families import spec_from_dict
     from fastscale_jax.timing import time_interleaved
 
     with open(path) as f:
         doc = json.load(f)
-    specs, index = [], {}
-    for t in doc["targets"]:
-        for key in ("chosen", "above_spec"):
-            if t[key] is not None:
-                s = spec_from_dict(t[key])
-                index.setdefault(s.name, len(specs))
-                if index[s.name] == len(specs):
-                    specs.append(s)
+    t = doc["targets"][args.target]
+    specs = [spec_from_dict(t[k]) for k in ("chosen", "above_spec") if t[k] is not None]
     results = time_interleaved(specs, None, "train_step", batch_size=args.batch,
                                **_settings(args))
-    times = {s.name: (r.time_s if r.ok else None, r.spread_pct if r.ok else None)
-             for s, r in zip(specs, results)}
-    for t in doc["targets"]:
-        t["remeasured_s"], t["remeasured_spread_pct"] = times[t["name"]]
-        t["above_remeasured_s"] = times[t["above"]][0] if t["above"] in times else None
+    got = [(r.time_s, r.spread_pct) if r.ok else (None, None) for r in results]
+    t["remeasured_s"], t["remeasured_spread_pct"] = got[0]
+    t["above_remeasured_s"] = got[1][0] if len(got) > 1 else None
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
 
@@ -158,10 +152,13 @@ def main(argv=None) -> int:
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)
     rest = [a for a in (argv if argv is not None else sys.argv[1:])]
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), *rest, "--remeasure", args.out])
-    if p.returncode != 0:
-        print("the re-measurement failed", file=sys.stderr)
-        return 1
+    for k, t in enumerate(doc["targets"]):   # one fresh process per target
+        print(f"re-measuring {t['kind']} {t['budget']} in a fresh process", flush=True)
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), *rest,
+                            "--remeasure", args.out, "--target", str(k)])
+        if p.returncode != 0:
+            print(f"the re-measurement of target {k} failed", file=sys.stderr)
+            return 1
     with open(args.out) as f:
         doc = json.load(f)
     ok = report(doc)
