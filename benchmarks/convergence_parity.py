@@ -481,7 +481,7 @@ def paired_main(args, argv) -> None:
             with open(path) as f:
                 runs[family].append(json.load(f))
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = {"args": {k: v for k, v in vars(args).items() if k != "worker"},
+    out = {"args": recorded_args(args),
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
            "started_utc": started, "ended_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
            "loadavg": dict(load, end=os.getloadavg()), "wall_s": time.time() - t0,
@@ -544,8 +544,26 @@ def run_worker(args) -> None:
         json.dump(res, f)
 
 
+PATH_ARGS = ("workdir", "out", "paired_out", "test_dir")
+
+
+def recorded_args(args) -> dict:
+    """The settings a result JSON records: the path settings relative to the repository (a
+    result file names no path of the machine it was made on)."""
+    out = {k: v for k, v in vars(args).items() if k != "worker"}
+    for k in PATH_ARGS:
+        if out.get(k):
+            out[k] = os.path.relpath(os.path.abspath(out[k]), ROOT)
+    return out
+
+
+def worker_cmd(side: str, seed: int, argv) -> list:
+    """The command line of one worker subprocess: this script, its arguments, --worker."""
+    return [sys.executable, os.path.abspath(__file__), *argv, "--worker", f"{side}:{seed}"]
+
+
 def spawn(args, side: str, seed: int, argv) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", f"{side}:{seed}"]
+    cmd = worker_cmd(side, seed, argv)
     print(f"== {side} seed {seed}: {' '.join(cmd[1:])}", flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     with open(os.path.join(args.workdir, f"{side}_seed{seed}.json")) as f:
@@ -566,7 +584,7 @@ def run_parallel(args, work: list, argv) -> None:
     while todo or running:
         while todo and free:
             (side, seed), slot = todo.pop(0), free.pop(0)
-            cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", f"{side}:{seed}"]
+            cmd = worker_cmd(side, seed, argv)
             pin = ({cores[slot % len(cores)]} if args.jobs > 1 else None)
             print(f"== {side} seed {seed}" + (f" (core {min(pin)})" if pin else ""), flush=True)
             running.append((side, seed, slot, subprocess.Popen(
@@ -622,7 +640,7 @@ def table(results: dict, spe: int, epochs: int) -> str:
 def summarise(args, results: dict, model_cx: dict) -> dict:
     spe = steps_per_epoch(args)
     results = {s: runs for s, runs in results.items() if runs}
-    out = {"args": {k: v for k, v in vars(args).items() if k != "worker"},
+    out = {"args": recorded_args(args),
            "model_complexity": model_cx, "steps_per_epoch": spe,
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
            "results": results, "final": {}}

@@ -458,6 +458,12 @@ def run_seed(args, seed: int, *, variants=("base",), step_losses: bool = False,
 
 
 # --------------------------------------------------------------------------- statistics
+def sd(values) -> float:
+    """Sample standard deviation (ddof 1); 0 for one value."""
+    v = np.asarray(values, np.float64)
+    return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
 def t_interval(values, level: float = 0.95):
     """(mean, [low, high]) of the t-interval of the mean; [mean, mean] for one value."""
     from scipy import stats
@@ -466,7 +472,7 @@ def t_interval(values, level: float = 0.95):
     m = float(v.mean())
     if len(v) < 2:
         return m, [m, m]
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * sd(v) / math.sqrt(len(v)))
     return m, [m - half, m + half]
 
 
@@ -518,8 +524,8 @@ def summarise(runs: list) -> dict:
         out["control"] = {"what": f"torch from weights x (1 + {JITTER:g} N(0,1)) minus torch",
                           "seeds": [r["seed"] for r in ctl], "final_diff_per_seed": d,
                           "final_diff_mean": m, "final_diff_ci95": ci,
-                          "final_diff_sd": float(np.std(d, ddof=1)) if len(d) > 1 else 0.0}
-    out["final_diff_sd"] = float(np.std(diffs[:, -1], ddof=1)) if len(runs) > 1 else 0.0
+                          "final_diff_sd": sd(d)}
+    out["final_diff_sd"] = sd(diffs[:, -1])
     names = [k for k in runs[0] if k not in ("seed", "steps_per_epoch", "num_eval", "torch",
                                              "torch64", "torch_jitter", "base")]
     abl = {}
