@@ -4,7 +4,8 @@ trainer and by pycls 0.1.1's model in a minimal PyTorch (CPU) loop; per-epoch te
     python benchmarks/convergence_parity.py                      # unpaired: 3 seeds x 2 sides, 5 epochs
     python benchmarks/convergence_parity.py --epochs 1 --seeds 1 --limit 4   # smoke test
     python benchmarks/convergence_parity.py --sides torch --seeds 2
-    python benchmarks/convergence_parity.py --seeds 3 --first-seed 3 --no-step-check  # more seeds
+    python benchmarks/convergence_parity.py --seeds 6 --jobs 2 --threads 1   # 2 workers at once
+    python benchmarks/convergence_parity.py --seeds 6          # again, same --workdir: seeds 3..5 only
     python benchmarks/convergence_parity.py --collect --seeds 6   # summarise seeds 0..5 in --workdir
     python benchmarks/convergence_parity.py --paired             # paired: RegNetY + EffNet, 6 seeds
     python benchmarks/convergence_parity.py --paired --families regnety --ablations every \
@@ -90,7 +91,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sides", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
-    p.add_argument("--seeds", type=int, default=3, help="N seeds per side")
+    p.add_argument("--seeds", type=int, nargs="+", default=[3],
+                   help="N seeds per side; --paired: N, or one N per --families")
     p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--limit", type=int, default=0,
@@ -139,7 +141,7 @@ def parse_args(argv=None):
     p.add_argument("--control", action="store_true",
                    help="--paired: also train torch from jittered weights (the noise floor)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="--paired: seed workers run at once (give each --threads 1)")
+                   help="workers run at once, each pinned to a core (give each --threads 1)")
     p.add_argument("--paired-out", default=os.path.join(HERE, "convergence_parity_paired.json"))
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)   # 'side:seed'
     return p.parse_args(argv)
@@ -471,8 +473,11 @@ def paired_main(args, argv) -> None:
         fargs = pp.family_args(family, epochs=args.epochs, batch=args.batch, limit=args.limit)
         cx[family] = pp.check_same_model(fargs)
         print(f"{family}: ours == pycls: {cx[family]}", flush=True)
-    jobs = [(family, seed) for seed in seeds(args) for family in args.families]
+    per = {f: list(seeds(args, f)) for f in args.families}
+    jobs = [(f, seed) for seed in sorted(set().union(*per.values())) for f in args.families
+            if seed in per[f]]
     if not args.collect:
+        claim_workdir(args)
         run_parallel(args, [(f"paired_{family}", seed) for family, seed in jobs], argv)
     runs = {f: [] for f in args.families}
     for family, seed in jobs:
@@ -562,14 +567,6 @@ def worker_cmd(side: str, seed: int, argv) -> list:
     return [sys.executable, os.path.abspath(__file__), *argv, "--worker", f"{side}:{seed}"]
 
 
-def spawn(args, side: str, seed: int, argv) -> dict:
-    cmd = worker_cmd(side, seed, argv)
-    print(f"== {side} seed {seed}: {' '.join(cmd[1:])}", flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    with open(os.path.join(args.workdir, f"{side}_seed{seed}.json")) as f:
-        return json.load(f)
-
-
 def run_parallel(args, work: list, argv) -> None:
     """The workers (side, seed) of `work`, --jobs at a time, each pinned to its own core when
     --jobs > 1; a worker whose result is already in --workdir is not rerun (delete the
@@ -588,7 +585,7 @@ def run_parallel(args, work: list, argv) -> None:
             pin = ({cores[slot % len(cores)]} if args.jobs > 1 else None)
             print(f"== {side} seed {seed}" + (f" (core {min(pin)})" if pin else ""), flush=True)
             running.append((side, seed, slot, subprocess.Popen(
-                cmd, cwd=ROOT, preexec_fn=(lambda p=pin: os.sched_setaffinity(0, p)) if pin
+                cmd, preexec_fn=(lambda p=pin: os.sched_setaffinity(0, p)) if pin
                 else None)))
         time.sleep(1)
         for item in list(running):
@@ -603,8 +600,47 @@ def run_parallel(args, work: list, argv) -> None:
                 raise SystemExit(f"error: worker {item[0]} seed {item[1]} exited {rc}")
 
 
-def seeds(args):
-    return range(args.first_seed, args.first_seed + args.seeds)
+# The settings that define a worker's run: results in one --workdir must share them.
+RUN_ARGS = ("epochs", "limit", "batch", "lr", "wd", "warmup_epochs", "warmup_factor",
+            "label_smoothing", "depth", "w0", "wa", "wm", "group_w", "no_se", "our_data",
+            "test_dir")
+
+
+def claim_workdir(args) -> None:
+    """Record RUN_ARGS in --workdir/run_args.json, or refuse to mix in runs made with other
+    settings (run_parallel reuses any worker result it finds there)."""
+    os.makedirs(args.workdir, exist_ok=True)
+    path = os.path.join(args.workdir, "run_args.json")
+    mine = {k: v for k, v in recorded_args(args).items() if k in RUN_ARGS}
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = json.load(f)
+        diff = {k: (theirs.get(k), mine[k]) for k in mine if theirs.get(k) != mine[k]}
+        if diff:
+            what = ", ".join(f"--{k.replace('_', '-')} {a!r} there, {b!r} here"
+                             for k, (a, b) in diff.items())
+            raise SystemExit(f"error: {args.workdir} holds runs made with other settings "
+                             f"({what}); pass a fresh --workdir or delete that one")
+    elif any(n.endswith(".json") for n in os.listdir(args.workdir)):
+        raise SystemExit(f"error: {args.workdir} holds worker results but no run_args.json "
+                         f"(their settings are unknown); pass a fresh --workdir or delete it")
+    else:
+        with open(path, "w") as f:
+            json.dump(mine, f, indent=1)
+
+
+def seeds(args, family: str | None = None):
+    """The seeds first..first+N-1 of one family (--paired: --seeds gives one N for all or one
+    per --families), or of both sides (unpaired: one N)."""
+    counts = args.seeds
+    if len(counts) == 1:
+        n = counts[0]
+    elif family is None or len(counts) != len(args.families):
+        raise SystemExit(f"error: --seeds {' '.join(map(str, counts))}: give one count"
+                         + (f", or one per --families ({len(args.families)})" if family else ""))
+    else:
+        n = counts[args.families.index(family)]
+    return range(args.first_seed, args.first_seed + n)
 
 
 def mean_std(values):
@@ -690,18 +726,17 @@ def main(argv=None) -> None:
     print(f"model: ours == pycls: {cx} (flops = multiply-adds at 32 px)", flush=True)
     extra = {"started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
              "loadavg": {"start": os.getloadavg()}}
-    if args.collect:
-        results = collect(args)
-    else:
-        if not args.no_step_check:
-            extra["step_check"] = spawn(args, "check", 0, argv)
-        results = {side: [] for side in args.sides}
-        for seed in seeds(args):   # interleaved: a change of machine load hits both sides
-            for side in args.sides:
-                run = spawn(args, side, seed, argv)
-                run["loadavg_after"] = os.getloadavg()
-                results[side].append(run)
-                write(args, dict(summarise(args, results, cx), **extra))   # partial results
+    if not args.collect:
+        claim_workdir(args)
+        check = [] if args.no_step_check else [("check", 0)]
+        # seeds interleaved: a change of machine load hits both sides
+        run_parallel(args, check + [(side, seed) for seed in seeds(args) for side in args.sides],
+                     argv)
+    check = os.path.join(args.workdir, "check_seed0.json")
+    if not args.no_step_check and os.path.exists(check):
+        with open(check) as f:
+            extra["step_check"] = json.load(f)
+    results = collect(args)
     extra["loadavg"]["end"] = os.getloadavg()
     extra["ended_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     out = dict(summarise(args, results, cx), **extra)

@@ -526,8 +526,8 @@ def summarise(runs: list) -> dict:
                           "final_diff_mean": m, "final_diff_ci95": ci,
                           "final_diff_sd": sd(d)}
     out["final_diff_sd"] = sd(diffs[:, -1])
-    names = [k for k in runs[0] if k not in ("seed", "steps_per_epoch", "num_eval", "torch",
-                                             "torch64", "torch_jitter", "base")]
+    fixed = ("seed", "steps_per_epoch", "num_eval", "torch", "torch64", "torch_jitter", "base")
+    names = list(dict.fromkeys(k for r in runs for k in r if k not in fixed))   # any seed's
     abl = {}
     for name in names:
         rs = [r for r in runs if name in r]

@@ -14,8 +14,8 @@ Strategies: dwr (uniform compound), dWr (fast compound, alpha 0.8), w, d, r, alp
 depth-heavy 'd4_w1_r1' (in the spirit of latency-aware compound scaling, Li et al. 2021).
 
 Arg: '' (RegNetZ-500MF at 224 px, batch 32: for an accelerator) or 'demo' (RegNetZ-500MF
-shrunk x1/16 by 'dw' at 32 px with a CIFAR stem, batch 32: minutes on a CPU). What it
-measured, with the machine: benchmarks/RESULTS.md ("Equal-runtime comparison").
+shrunk x1/16 by 'dw' at 32 px with a CIFAR stem, batch 32, host_malloc='on': minutes on a
+CPU). What it measured, with the machine: benchmarks/RESULTS.md ("Equal-runtime comparison").
 Budgets: --config.family.times="('10ms', '20ms', '40ms')".
 """
 
@@ -43,6 +43,10 @@ def get_config(arg=None):
         c.family.base_kind = "dw"
         c.family.base_factor = 1 / 16
         c.family.times = ("150ms", "300ms", "600ms")
+        # CPU: glibc keeps freed memory in-process (fastscale_jax/cpu/hostmem.py). Far fewer
+        # page faults, so faster and steadier timings; a training run from one of these budgets
+        # must set it too to train at the measured speed (host_malloc='auto' leaves it off).
+        c.host_malloc = "on"
     elif arg:
         raise ConfigError(f"configs/budget_sweep.py: unknown variant {arg!r}; valid: '' or 'demo'")
     return c

@@ -91,7 +91,9 @@ def tune_host_malloc(config, mode: str) -> str:
 
     'auto' applies it for train/eval/benchmark runs whose per-step activations reach
     HOST_MALLOC_AUTO_MIN_MIB (the demo config: ~63 MiB, off; RegNetY-800MF at 224 px, batch 8:
-    ~160 MiB, on). hostmem itself skips it when an accelerator backend is installed.
+    ~160 MiB, on), never to a time budget's selection or its training (both untuned unless
+    host_malloc='on', which tunes both). hostmem itself skips it when an accelerator backend
+    is installed.
     """
     from fastscale_jax.cpu import hostmem
 
@@ -100,8 +102,11 @@ def tune_host_malloc(config, mode: str) -> str:
         raise ConfigError(f"host_malloc must be 'auto', 'on' or 'off', got {setting!r}")
     if setting == "off" or mode in ("complexity", "study", "config"):  # study: each run its own
         return "host malloc tuning: off"
-    if mode == "select" or config.scaling.get("time"):  # the model is chosen by measuring
-        return "host malloc tuning: off (a time budget: the model is not known before timing)"
+    if setting == "auto" and (mode == "select" or config.scaling.get("time")):
+        # the model is chosen by measuring: its size is unknown here, and the selection and the
+        # training from it must time the same allocator (host_malloc='on' tunes both)
+        return ("host malloc tuning: off (a time budget: the model is not known before timing;"
+                " host_malloc='on' tunes the selection and the training from it alike)")
     why = "host_malloc=on"
     if setting == "auto":
         mib = step_activation_mib(config, mode)

@@ -89,3 +89,38 @@ def test_seeds_evaluated_on_different_test_sets_are_not_summarised_together():
     out = pp.summarise([dict(run, num_eval=10000, torch_jitter={"top1": [0.52]}),
                         dict(run, seed=1, num_eval=10000, torch_jitter={"top1": [0.49]})])
     assert out["control"]["final_diff_per_seed"] == pytest.approx([2.0, -1.0])
+
+
+def test_an_ablation_run_on_later_seeds_only_is_still_summarised():
+    def run(seed, **extra):
+        return dict({"seed": seed, "steps_per_epoch": 1, "num_eval": 10,
+                     "torch": {"top1": [0.5], "losses": [1.0]},
+                     "base": {"top1": [0.5], "losses": [1.0]}}, **extra)
+    abl = {"top1": [0.47], "settings": {"pad_fill": "black"}}
+    out = pp.summarise([run(0), run(1), run(2, all=abl), run(3, all=dict(abl, top1=[0.45]))])
+    assert out["ablations"]["all"]["seeds"] == [2, 3]
+    assert out["ablations"]["all"]["effect_vs_base_mean"] == pytest.approx(-4.0)
+
+
+def test_a_workdir_of_runs_made_with_other_settings_is_refused(tmp_path):
+    import convergence_parity as cp
+
+    work = str(tmp_path / "work")
+    cp.claim_workdir(cp.parse_args(["--workdir", work, "--epochs", "2"]))
+    cp.claim_workdir(cp.parse_args(["--workdir", work, "--epochs", "2", "--seeds", "9"]))
+    with pytest.raises(SystemExit, match="--epochs 2 there, 3 here"):
+        cp.claim_workdir(cp.parse_args(["--workdir", work, "--epochs", "3"]))
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "torch_seed0.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no run_args.json"):
+        cp.claim_workdir(cp.parse_args(["--workdir", str(legacy)]))
+
+
+def test_paired_seeds_can_be_counted_per_family():
+    import convergence_parity as cp
+
+    a = cp.parse_args(["--paired", "--seeds", "4", "2", "--first-seed", "1"])
+    assert list(cp.seeds(a, "regnety")) == [1, 2, 3, 4] and list(cp.seeds(a, "effnet")) == [1, 2]
+    with pytest.raises(SystemExit, match="give one count"):
+        cp.seeds(a)  # the unpaired sides take one count

@@ -130,3 +130,16 @@ def test_on_off_and_bad_values(calls):
     c.host_malloc = "sometimes"
     with pytest.raises(ValueError, match="host_malloc must be 'auto', 'on' or 'off'"):
         memory.tune_host_malloc(c, "train")
+
+
+def test_a_time_budget_is_tuned_only_when_asked_and_then_for_selection_and_training(calls):
+    from fastscale_jax import memory
+
+    c = _config("RegNetY-800MF")   # large enough for 'auto' to tune a flops-scaled run
+    c.scaling.time = "200ms"
+    assert "a time budget" in memory.tune_host_malloc(c, "select")
+    assert "a time budget" in memory.tune_host_malloc(c, "train") and calls == []
+    c.host_malloc = "on"
+    assert memory.tune_host_malloc(c, "select").startswith("tuned [host_malloc=on")
+    assert memory.tune_host_malloc(c, "train").startswith("tuned [host_malloc=on")
+    assert calls == [True, True]

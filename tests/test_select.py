@@ -99,6 +99,14 @@ def test_a_stopped_sweep_resumes_with_only_the_rest(tmp_path, timed):
     redone = {r["strategy"] + "|" + r["budget"] for r in out["rows"]} - set(saved)
     assert len(redone) == 4 - len(saved) and second.names  # only the rest was searched
     assert len(second.names) < len(first.names) + len(second.names)
+    # the saved targets' measurements seed the rest: the resumed sweep re-times none of them
+    # and chooses what an uninterrupted sweep chooses
+    kept = {m["name"] for x in lines[1:] for m in json.loads(x)["result"]["measurements"]}
+    assert kept and not kept & set(second.names)
+    timed(Timer())
+    whole = select.select_sweep(c, str(tmp_path / "whole"), log=lambda *a: None)
+    assert [(r["model"], r["status"]) for r in out["rows"]] == [
+        (r["model"], r["status"]) for r in whole["rows"]]
 
 
 def test_a_sweep_refuses_a_workdir_holding_another_sweep(tmp_path, timed):
@@ -143,3 +151,18 @@ def test_select_without_a_budget_is_one_clear_line(tmp_path):
     c = configs.load("regnetz_dWr")
     with pytest.raises(ConfigError, match="needs a time budget: --config.scaling.time"):
         select.run_select(c, str(tmp_path))
+
+
+def test_training_is_told_when_its_allocator_differs_from_the_selections(tmp_path, timed,
+                                                                          monkeypatch):
+    from fastscale_jax.cpu import hostmem
+
+    timed(Timer())
+    c = _model_config("3ms")
+    select.select_model(c, str(tmp_path), log=lambda *a: None)
+    logged = []
+    select.recorded_spec(c, str(tmp_path), log=logged.append)
+    assert not any("will not take the measured time" in x for x in logged)
+    monkeypatch.setattr(hostmem, "status", lambda: "host malloc tuning: on (elsewhere)")
+    select.recorded_spec(c, str(tmp_path), log=logged.append)
+    assert any("will not take the measured time" in x for x in logged)

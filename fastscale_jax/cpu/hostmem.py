@@ -51,6 +51,12 @@ def cpu_backend_expected() -> bool:
     return True
 
 
+def status() -> str:
+    """What tune_for_cpu did in this process, or that it was not called (stamped on timings:
+    the allocator moves CPU step times by tens of percent)."""
+    return _applied or "host malloc tuning: not requested"
+
+
 def tune_for_cpu(force: bool = False) -> str:
     """Keep freed heap memory in-process (glibc mallopt) when JAX will run on the CPU.
 

@@ -106,15 +106,18 @@ def _versions() -> dict:
 
 
 def environment(devices=None) -> dict:
-    """Device kind, backend, device count and library versions (stamped on every result)."""
+    """Device kind, backend, device count, the host allocator setting and library versions
+    (stamped on every result)."""
     import jax
+
+    from fastscale_jax.cpu import hostmem
 
     devices = list(devices) if devices is not None else jax.local_devices()
     d = devices[0]
     return {"backend": jax.default_backend(), "platform": d.platform,
             "device_kind": getattr(d, "device_kind", "unknown"), "num_devices": len(devices),
             "local_device_count": jax.local_device_count(), "host": platform.node(),
-            **_versions()}
+            "host_malloc": hostmem.status(), **_versions()}
 
 
 def _cost(compiled) -> tuple:

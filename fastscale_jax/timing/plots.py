@@ -143,13 +143,17 @@ def flops_vs_budget(rows: list[dict], path: str, env: dict | None = None,
     by = {}
     for r in good:
         by.setdefault(r["strategy"], []).append(r)
-    for strategy, rs in by.items():
+    for k, (strategy, rs) in enumerate(by.items()):
         rs = sorted(rs, key=lambda r: r["budget_ms"])
-        ax.plot([r["budget_ms"] for r in rs], [r["flops"] / 1e6 for r in rs], "o-", ms=5,
-                label=strategy)
-        for r in rs:
-            ax.annotate(f"{r['ratio']:.2f}", (r["budget_ms"], r["flops"] / 1e6), xytext=(4, -9),
-                        textcoords="offset points", fontsize=6, alpha=0.6)
+        (line,) = ax.plot([r["budget_ms"] for r in rs], [r["flops"] / 1e6 for r in rs], "o-",
+                          ms=5, label=strategy)
+        for r in rs:   # a label in its line's colour; hollow: no model within the tolerance
+            xy, colour = (r["budget_ms"], r["flops"] / 1e6), line.get_color()
+            if r.get("status") != "within":
+                ax.plot(*xy, "o", ms=5, color=colour, mfc="white")
+            ax.annotate(f"{r['ratio']:.2f}", xy, xytext=(4, -9 if k % 2 else 3),  # staggered
+                        textcoords="offset points",
+                        fontsize=6, color=colour)
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
@@ -163,7 +167,8 @@ def flops_vs_budget(rows: list[dict], path: str, env: dict | None = None,
     ax.set_ylabel("flops reached (millions of multiply-adds per image)")
     device = (env or {}).get("device_kind", "")
     ax.set_title(f"{req.get('base', '')}: the largest model each strategy fits in the budget\n"
-                 f"({device}; labels: measured time / budget)", fontsize=8)
+                 f"({device}; labels: measured time / budget; hollow: the largest under it, "
+                 "none within tolerance)", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, title="strategy", title_fontsize=8)
     fig.tight_layout()

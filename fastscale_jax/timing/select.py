@@ -140,6 +140,10 @@ def recorded_spec(config, workdir: str, *, resolve: bool = True, log=print):
     else:
         log(f"model for the time budget {rec['request']['budget']}: {spec.name}, as recorded "
             f"in {path}")
+        if env.get("host_malloc") and env["host_malloc"] != here["host_malloc"]:
+            log(f"note: that model was timed with {env['host_malloc']!r}, this run has "
+                f"{here['host_malloc']!r}: its steps will not take the measured time (set "
+                "host_malloc as the selection had it)")
     return spec
 
 
@@ -216,8 +220,9 @@ def select_sweep(config, workdir: str, *, log=print) -> dict:
     log(f"select: {base.name} scaled by {len(strats)} strategies to {len(times)} budgets per "
         f"{mode} at batch {batch} on this machine")
     rows, results = [], {}
-    cache: dict = {}   # one for the sweep: the base (and any spec two strategies share) is
-    #                    timed once, and each search starts from what the others measured
+    # one cache for the sweep: the base (and any spec two strategies share) is timed once, and
+    # each search starts from what the others measured -- a resumed sweep's included
+    cache = _cache_of(done, base, strats)
     for label, kind, alpha in strats:
         for t in times:
             if f"{label}|{t}" in done:
@@ -237,6 +242,25 @@ def select_sweep(config, workdir: str, *, log=print) -> dict:
     log(sweep_table(rows))
     log(f"wrote {', '.join(files)}")
     return {"rows": rows, "results": results, "files": files, "env": env}
+
+
+def _cache_of(done: dict, base, strats) -> dict:
+    """The measurement cache ({structure_key(spec): Measurement}) of the targets a resumed
+    sweep found done, so that it searches on as an uninterrupted one would."""
+    from fastscale_jax.scaling import structure_key
+    from fastscale_jax.timing.budget import Measurement, budget_candidates
+
+    cache = {}
+    for label, kind, alpha in strats:
+        found = [r for key, (_, r) in done.items() if key.split("|")[0] == label and r]
+        if not found:
+            continue
+        specs = {f: c for f, c, *_ in budget_candidates(base, kind, alpha=alpha)}
+        for result in found:
+            for m in result["measurements"]:
+                if m["factor"] in specs:
+                    cache[structure_key(specs[m["factor"]])] = Measurement(**m)
+    return cache
 
 
 def _sweep_target(base, t, label, kind, alpha, config, req, cache, tol, log):
