@@ -42,7 +42,7 @@ def get_config(arg=None):
         c.model.num_classes = 10
         c.family.base_kind = "dw"
         c.family.base_factor = 1 / 16
-        c.family.times = ("150ms", "300ms", "600ms")
+        c.family.times = ("60ms", "120ms", "240ms")
         # CPU: glibc keeps freed memory in-process (fastscale_jax/cpu/hostmem.py). Far fewer
         # page faults, so faster and steadier timings; a training run from one of these budgets
         # must set it too to train at the measured speed (host_malloc='auto' leaves it off).
