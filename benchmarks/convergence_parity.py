@@ -4,7 +4,7 @@ trainer and by pycls 0.1.1's model in a minimal PyTorch (CPU) loop; per-epoch te
     python benchmarks/convergence_parity.py                      # unpaired: 3 seeds x 2 sides, 5 epochs
     python benchmarks/convergence_parity.py --epochs 1 --seeds 1 --limit 4   # smoke test
     python benchmarks/convergence_parity.py --sides torch --seeds 2
-    python benchmarks/convergence_parity.py --seeds 6 --jobs 2 --threads 1   # 2 workers at once
+    python benchmarks/convergence_parity.py --seeds 6 --jobs 1 --threads 2   # one worker at a time
     python benchmarks/convergence_parity.py --seeds 6          # again, same --workdir: seeds 3..5 only
     python benchmarks/convergence_parity.py --collect --seeds 6   # summarise seeds 0..5 in --workdir
     python benchmarks/convergence_parity.py --paired             # paired: RegNetY + EffNet, 6 seeds
@@ -54,7 +54,8 @@ CIFAR-10 JPEGs). Ours decodes them with TensorFlow, the torch side with Pillow.
 
 Independence: the torch side (schedule, augmentation, loss, loop) is written here with
 numpy/torch and never calls fastscale_jax code. Each (side, seed) runs in its own
-subprocess (torch.set_num_threads(--threads); XLA:CPU sizes its own pool).
+subprocess (torch.set_num_threads(--threads), default 1; XLA:CPU sizes its own pool), --jobs
+of them at once (default one per core), each pinned to its own core.
 
 Output: a table of per-epoch test top-1 (mean +- std over seeds) and train loss of both sides,
 the final top-1 mean +- std, the difference and its standard error
@@ -91,8 +92,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sides", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[3],
-                   help="N seeds per side; --paired: N, or one N per --families")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="N seeds per side (default 3); --paired: N, or one N per --families "
+                        "(default 6)")
     p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--limit", type=int, default=0,
@@ -114,7 +116,7 @@ def parse_args(argv=None):
                    help="our pipeline's data settings: 'pycls' (recipes.pycls_data: a fresh "
                         "permutation per epoch, mean-colour padding; the fix of issue #26) or "
                         "'default' (shuffle buffer over the stream, black padding: before it)")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--workdir", default="/tmp/convergence_parity")
     p.add_argument("--out", default=os.path.join(HERE, "convergence_parity.json"))
     p.add_argument("--no-step-check", action="store_true",
@@ -140,11 +142,15 @@ def parse_args(argv=None):
                         "2,000 test images")
     p.add_argument("--control", action="store_true",
                    help="--paired: also train torch from jittered weights (the noise floor)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="workers run at once, each pinned to a core (give each --threads 1)")
+    p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                   help="workers run at once, each pinned to a core when > 1 (default: one "
+                        "per core this process may use; give each --threads 1)")
     p.add_argument("--paired-out", default=os.path.join(HERE, "convergence_parity_paired.json"))
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)   # 'side:seed'
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = [6 if args.paired else 3]
+    return args
 
 
 def steps_per_epoch(args) -> int:

@@ -88,6 +88,29 @@ def test_timed_train_step_follows_the_config_recipe():
     assert adamw - sgd >= 0.9 * params
 
 
+def test_host_state_is_the_eager_train_state():
+    """host_state builds the optimizer's initial state in one jitted program; it must equal
+    the eager construction (train.state.new_state on the same host values) leaf for leaf."""
+    import jax
+
+    from fastscale_jax.models.host_init import host_variables
+    from fastscale_jax.timing.programs import host_state, timed_steps
+    from fastscale_jax.train.state import new_state
+
+    for optim, ema in (("sgd", 0.99), ("adamw", 0.0)):
+        c = config_lib.base_config()
+        c.optim.name, c.train.ema_decay = optim, ema
+        _, spec, _, _, steps = timed_steps(tiny_spec(se_r=0.25), c, batch_size=2)
+        got = host_state(steps, spec, 3)
+        want = jax.device_get(new_state(host_variables(spec, 3), steps.tx,
+                                        rng=np.asarray(jax.random.PRNGKey(4)), ema=steps.ema))
+        assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            a, b = np.asarray(a), np.asarray(b)
+            assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+        assert bool(steps.ema) == (ema > 0)
+
+
 def test_xla_flops_are_twice_the_analytic_multiply_adds():
     # XLA counts 2 flops per multiply-add, plus BN / activation / pooling elementwise ops, and
     # skips the multiply-adds that fall on zero padding. Measured ratios xla / (2 * flops):
