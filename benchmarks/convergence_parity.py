@@ -496,7 +496,9 @@ def paired_main(args, argv) -> None:
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
            "started_utc": started, "ended_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
            "loadavg": dict(load, end=os.getloadavg()), "wall_s": time.time() - t0,
-           "cpu_s_children": cpu.ru_utime + cpu.ru_stime, "model_complexity": cx,
+           "cpu_s_children": cpu.ru_utime + cpu.ru_stime,
+           # --collect trains nothing: wall_s / cpu_s_children are then the summary's own
+           "collect_only": bool(args.collect), "model_complexity": cx,
            "recipes": {f: pp.FAMILIES[f] for f in args.families}}
     for family, rs in runs.items():
         if rs:
