@@ -148,8 +148,9 @@ def test_a_nearly_flat_timing_does_not_jump_off_the_grid():
 
 
 class Jittery(Timer):
-    """Timer times a fixed per-model factor in [1 - jitter, 1 + jitter]: neighbouring
-    candidates time out of order, as rounded depths and widths make them do on a real CPU."""
+    """Timer, each model's time scaled by a fixed factor in [1 - jitter, 1 + jitter]:
+    neighbouring candidates time out of order, as rounded depths and widths make them do on a
+    real CPU."""
 
     def __init__(self, jitter, seed):
         super().__init__()
