@@ -166,3 +166,25 @@ def test_training_is_told_when_its_allocator_differs_from_the_selections(tmp_pat
     monkeypatch.setattr(hostmem, "status", lambda: "host malloc tuning: on (elsewhere)")
     select.recorded_spec(c, str(tmp_path), log=logged.append)
     assert any("will not take the measured time" in x for x in logged)
+
+
+def test_budget_plot_labels_of_one_budget_do_not_overlap(tmp_path, monkeypatch):
+    # three strategies reaching nearly the same flops at one budget: their time/budget labels
+    # are pushed apart to at least the gap, in the final (laid-out) axes
+    import matplotlib.pyplot as plt
+
+    from fastscale_jax.timing import plots
+
+    rows = [{"strategy": s, "budget": "60ms", "budget_ms": 60.0, "flops": f, "ratio": 1.0,
+             "status": "within"} for s, f in (("a", 20.0e6), ("b", 20.4e6), ("c", 20.8e6))]
+    rows += [{"strategy": s, "budget": "120ms", "budget_ms": 120.0, "flops": 2 * f,
+              "ratio": 1.0, "status": "within"} for s, f in (("a", 20e6), ("b", 30e6))]
+    seen = {}
+    monkeypatch.setattr(plt, "close", lambda fig: seen.setdefault("fig", fig))
+    plots.flops_vs_budget(rows, str(tmp_path / "p.png"))
+    ax = seen["fig"].axes[0]
+    to_pt = 72.0 / seen["fig"].dpi
+    ys = sorted(ax.transData.transform(t.xy)[1] * to_pt + t.xyann[1]
+                for t in ax.texts if t.xy[0] == 60.0)
+    assert len(ys) == 3 and min(b - a for a, b in zip(ys, ys[1:])) >= 7.0 - 1e-6, ys
+    assert os.path.getsize(tmp_path / "p.png") > 0

@@ -131,6 +131,26 @@ def family_plots(rows: list[dict], mode: str, workdir: str) -> list[str]:
     return paths
 
 
+def _spread_labels(ax, labels, gap_pt: float = 7.0) -> None:
+    """Annotate each (xy, text, colour) just right of its point, in its line's colour; the
+    labels of one x (one budget) are pushed apart vertically to at least `gap_pt` points, so
+    strategies that reached about the same flops stay legible."""
+    ax.autoscale_view()
+    to_pt = 72.0 / ax.figure.dpi
+    by_x = {}
+    for xy, text, colour in labels:
+        by_x.setdefault(xy[0], []).append((ax.transData.transform(xy)[1] * to_pt, xy, text,
+                                           colour))
+    for group in by_x.values():
+        group.sort(key=lambda g: g[0])
+        below = -math.inf
+        for y, xy, text, colour in group:   # upwards: each at least gap_pt above the one below
+            at = max(y, below + gap_pt)
+            ax.annotate(text, xy, xytext=(5, at - y), textcoords="offset points",
+                        fontsize=6, color=colour, va="center")
+            below = at
+
+
 def flops_vs_budget(rows: list[dict], path: str, env: dict | None = None,
                     request: dict | None = None) -> str:
     """Flops reached vs time budget, one line per strategy, log-log (more flops at equal time =
@@ -140,27 +160,25 @@ def flops_vs_budget(rows: list[dict], path: str, env: dict | None = None,
     plt = _plt()
     good = [r for r in rows if r.get("flops") and r.get("budget_ms")]
     fig, ax = plt.subplots(figsize=(7.2, 5.0))
-    by = {}
+    by, labels = {}, []
     for r in good:
         by.setdefault(r["strategy"], []).append(r)
-    for k, (strategy, rs) in enumerate(by.items()):
+    for strategy, rs in by.items():
         rs = sorted(rs, key=lambda r: r["budget_ms"])
         (line,) = ax.plot([r["budget_ms"] for r in rs], [r["flops"] / 1e6 for r in rs], "o-",
                           ms=5, label=strategy)
-        for r in rs:   # a label in its line's colour; hollow: no model within the tolerance
-            xy, colour = (r["budget_ms"], r["flops"] / 1e6), line.get_color()
+        for r in rs:   # hollow: no model within the tolerance
+            xy = (r["budget_ms"], r["flops"] / 1e6)
             if r.get("status") != "within":
-                ax.plot(*xy, "o", ms=5, color=colour, mfc="white")
-            ax.annotate(f"{r['ratio']:.2f}", xy, xytext=(4, -9 if k % 2 else 3),  # staggered
-                        textcoords="offset points",
-                        fontsize=6, color=colour)
+                ax.plot(*xy, "o", ms=5, color=line.get_color(), mfc="white")
+            labels.append((xy, f"{r['ratio']:.2f}", line.get_color()))
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(plain)
         axis.set_minor_formatter(plain)
-    ax.tick_params(which="minor", labelsize=7)
+    ax.tick_params(which="both", labelsize=7)
     req = request or {}
     ax.set_xlabel(f"time budget (ms per {req.get('timing_mode', 'step')} of "
                   f"{req.get('batch_size', '?')} images)")
@@ -172,6 +190,7 @@ def flops_vs_budget(rows: list[dict], path: str, env: dict | None = None,
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, title="strategy", title_fontsize=8)
     fig.tight_layout()
+    _spread_labels(ax, labels)   # after the layout: the gaps are measured on the final axes
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
