@@ -165,9 +165,10 @@ def budget_candidates(spec, kind=None, *, alpha=None) -> list[tuple[float, objec
     """[(factor, spec, flops, acts)] of the distinct valid models the strategy reaches over
     GRID, in increasing flops (ties: increasing factor)."""
     try:
-        return list(_budget_candidates(spec, kind, alpha))
+        hash((spec, kind, alpha))
     except TypeError:  # an unhashable spec (a field holding a list): enumerate uncached
         return list(_budget_candidates.__wrapped__(spec, kind, alpha))
+    return list(_budget_candidates(spec, kind, alpha))
 
 
 @functools.lru_cache(maxsize=64)
