@@ -44,6 +44,12 @@ def get_config(arg=None):
         c.family.base_kind = "dw"
         c.family.base_factor = 1 / 16
         c.family.times = ("60ms", "120ms", "240ms")
+        # A hit is +-10% here, not +-5%: one model's timing windows spread 12-40% on a shared
+        # 2-core CPU, so a 5% hit is luck and the search times ~40% more models chasing it
+        # (replaying the recorded demo sweeps: 47-53 models at 10% vs 59-73 at 5%). +-10% is
+        # what the re-measured choices are held to (benchmarks/budget_check.py); select.csv's
+        # ratio column says where each choice landed.
+        c.scaling.time_tolerance = 0.10
         # CPU: glibc keeps freed memory in-process (fastscale_jax/cpu/hostmem.py). Far fewer
         # page faults, so faster and steadier timings; a training run from one of these budgets
         # must set it too to train at the measured speed (host_malloc='auto' leaves it off).

@@ -69,8 +69,9 @@ def test_sweep_writes_table_rows_and_plot(tmp_path, timed):
         (k, t) for k in ("dWr", "dwr") for t in c.family.times]
     assert [r["status"] for r in rows if r["budget"] == c.family.times[0]] == ["unreachable"] * 2
     assert all("below the smallest" in r["note"] for r in rows if r["status"] == "unreachable")
+    tol = c.scaling.time_tolerance  # the demo's: 0.10
     for r in rows[1:3] + rows[4:]:
-        assert r["time_ms"] <= r["budget_ms"] * 1.05 and r["flops"] > 0
+        assert r["time_ms"] <= r["budget_ms"] * (1 + tol) and r["flops"] > 0
     for name in ("select.csv", "select.json", "flops_vs_budget.png", select.SWEEP_ROWS_FILE):
         assert (tmp_path / name).stat().st_size > 0
     with open(tmp_path / "select.csv") as f:
@@ -117,6 +118,27 @@ def test_a_sweep_refuses_a_workdir_holding_another_sweep(tmp_path, timed):
     c.timing.batch_size = 16
     with pytest.raises(WorkdirError, match="another --workdir"):
         select.select_sweep(c, str(tmp_path), log=lambda *a: None)
+    c.timing.batch_size = 32
+    c.scaling.time_tolerance = 0.05  # another hit criterion: another sweep
+    with pytest.raises(WorkdirError, match="another --workdir"):
+        select.select_sweep(c, str(tmp_path), log=lambda *a: None)
+
+
+def test_sweep_tolerance_is_the_configs_and_checked(tmp_path, timed):
+    c = _sweep_config()
+    c.family.times = _budgets(c, 2, 4, 8)
+    found = {}
+    for tol in (0.02, 0.10):
+        timer = timed(Timer())
+        c.scaling.time_tolerance = tol
+        rows = select.select_sweep(c, str(tmp_path / str(tol)), log=lambda *a: None)["rows"]
+        assert all(r["status"] == "under" or abs(r["ratio"] - 1) <= tol for r in rows)
+        found[tol] = len(timer.names)
+    assert found[0.10] < found[0.02]  # a looser hit stops sooner
+    for bad in (0, 1.5, -0.1):
+        c.scaling.time_tolerance = bad
+        with pytest.raises(ConfigError, match="time_tolerance.*in \\(0, 1\\)"):
+            select.select_sweep(c, str(tmp_path / "bad"), log=lambda *a: None)
 
 
 def _model_config(budget):

@@ -90,7 +90,7 @@ def select_model(config, workdir: str | None = None, *, log=print):
         f"at batch {req['batch_size']} on this machine")
     res = scale_to_time(base_spec(config), config.scaling.time, kind, alpha=alpha,
                         batch_size=req["batch_size"], mode=req["timing_mode"], config=config,
-                        tolerance=float(config.scaling.get("time_tolerance") or 0.05),
+                        tolerance=_tolerance(config),
                         on_measure=_progress(label))
     res.env = _environment()
     log(f"chose {res.spec.name}: {res.flops / 1e6:.4g} MF, {res.params / 1e6:.3g}M params, "
@@ -170,7 +170,20 @@ def sweep_request(config) -> dict:
         raise ConfigError("family.times is empty: set budgets such as ('20ms', '40ms')")
     return {"base": sweep.base_spec(config).name, "overrides": config_lib.spec_overrides(config),
             "strategies": [s[0] for s in sweep.strategies(fam)], "budgets": [str(t) for t in times],
-            "batch_size": int(config.timing.batch_size), "timing_mode": _timed_mode(config)}
+            "batch_size": int(config.timing.batch_size), "timing_mode": _timed_mode(config),
+            "tolerance": _tolerance(config)}
+
+
+def _tolerance(config) -> float:
+    """scaling.time_tolerance: the relative distance to the budget that counts as a hit
+    (None: 0.05); ConfigError unless a number in (0, 1)."""
+    tol = config.scaling.get("time_tolerance")
+    if tol is None:
+        return 0.05
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise ConfigError(f"scaling.time_tolerance={tol!r} must be a number in (0, 1), the "
+                          "relative distance to the budget that counts as a hit (0.05 = 5%)")
+    return float(tol)
 
 
 SWEEP_ROWS_FILE = "select_rows.jsonl"  # one line per strategy and budget, appended when found
@@ -213,7 +226,7 @@ def select_sweep(config, workdir: str, *, log=print) -> dict:
     times, strats = req["budgets"], sweep.strategies(config.family)
     base = sweep.base_spec(config)
     mode, batch = req["timing_mode"], req["batch_size"]
-    tol = float(config.scaling.get("time_tolerance") or 0.05)
+    tol = req["tolerance"]
     done = _done_targets(workdir, req, log)
     if not os.path.exists(os.path.join(workdir, SWEEP_ROWS_FILE)):
         _append(workdir, {"request": req})
