@@ -63,6 +63,19 @@ def test_time_model_all_modes_end_to_end():
     assert res["train_step"].mem_alias_bytes > 0
 
 
+def test_settle_adds_rounds_of_windows_only_while_the_spread_is_too_wide():
+    spec = tiny_spec()
+    kw = dict(batch_size=2, modes=("train_step",), warmup=1, iters=1, windows=2, remeasure=2)
+    wide = time_model(spec, settle=True, max_spread_pct=1e-9, **kw)["train_step"]
+    assert wide.error is None and wide.settled == 2  # never narrow enough: both rounds
+    assert wide.windows == len(wide.window_times_s) == 6
+    assert wide.time_s == pytest.approx(float(np.median(wide.window_times_s)))
+    calm = time_model(spec, settle=True, max_spread_pct=1e9, **kw)["train_step"]
+    plain = time_model(spec, max_spread_pct=1e-9, **kw)["train_step"]  # settle off: as before
+    for r in (calm, plain):
+        assert r.settled == 0 and r.windows == len(r.window_times_s) == 2
+
+
 def test_timed_train_step_follows_the_config_recipe():
     """The timed step is the trainer's, built from the config: EMA adds a copy of the params
     and BN statistics to the donated state, AdamW two moment trees to SGD's one."""

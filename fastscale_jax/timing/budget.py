@@ -12,7 +12,9 @@ of seconds), a time per image ('2ms/img'), or a throughput ('1000img/s'); `parse
 Search (no peer library has one, hence written here): the scaler's models of one strategy are
 discrete (rounded depths, widths, resolution), so the candidates are the distinct valid specs
 over a log grid of factors, ordered by flops. The search measures the trainer's own compiled
-step (`timing.time_model`, the code path `--mode benchmark` times) for a candidate, fits
+step (`timing.time_model`, the code path `--mode benchmark` times; with `settle`: windows
+that spread over timing.max_spread_pct get up to timing.remeasure more rounds) for a
+candidate, fits
 log(time) against log(flops) through the three measurements nearest the budget (a power law),
 predicts the flops that meet the budget and measures the nearest candidate not yet measured
 inside the current bracket (the largest model under the budget and the smallest over it).
@@ -111,6 +113,7 @@ class Measurement:
     spread_pct: float
     compile_s: float | None = None
     error: str | None = None
+    settled: int = 0               # rounds of windows added to a too-wide spread (time_model)
 
     @property
     def ok(self) -> bool:
@@ -183,8 +186,10 @@ def _measurer(config, mode, batch_size, overrides) -> Callable:
     from fastscale_jax.timing.measure import time_model
 
     def measure(spec):
-        r = time_model(spec, config, modes=(mode,), batch_size=batch_size, **overrides)[mode]
-        return r
+        # settle: a burst of load over most of one model's windows would misplace it in the
+        # search (seen: 240 ms for a model that times 97 ms, taken as a 240 ms hit)
+        return time_model(spec, config, modes=(mode,), batch_size=batch_size, settle=True,
+                          **overrides)[mode]
     return measure
 
 
@@ -194,7 +199,7 @@ def _record(measure, cand) -> Measurement:
     err = getattr(r, "error", None)
     return Measurement(f, spec.name, int(flops), int(acts), float(r.time_s),
                        float(getattr(r, "spread_pct", math.nan)),
-                       getattr(r, "compile_s", None), err)
+                       getattr(r, "compile_s", None), err, int(getattr(r, "settled", 0) or 0))
 
 
 MAX_STEP = 4.0  # the largest flops ratio between a measured model and the next one tried

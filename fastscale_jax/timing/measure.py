@@ -60,7 +60,7 @@ class TimingResult:
     num_devices: int
     warmup: int
     iters: int                       # calls per timed window
-    windows: int                     # timed windows
+    windows: int                     # timed windows (settle: including the added ones)
     dataset_size: int
     lower_s: float = math.nan        # tracing + lowering to StableHLO
     compile_s: float = math.nan      # XLA compilation
@@ -84,6 +84,7 @@ class TimingResult:
     ffi_convs: int | None = None     # convs run as FFI custom calls (invisible to xla_flops)
     finite_outputs: bool | None = None  # logits / loss of the last call finite (information)
     error: str | None = None         # compile / run failure (then the times are nan)
+    settled: int = 0                 # rounds of windows added while the spread was too wide
     env: dict = dataclasses.field(default_factory=dict)  # device kind, backend, versions
 
     @property
@@ -168,7 +169,7 @@ def _stats(res: TimingResult, window_times: list[float]):
     res.min_s, res.max_s = float(t.min()), float(t.max())
     q1, q3 = np.percentile(t, [25, 75])
     res.iqr_s = float(q3 - q1)
-    res.spread_pct = float((t.max() - t.min()) / res.time_s * 100.0)
+    res.spread_pct = _spread_pct(t)
     res.images_per_s = res.batch_size / res.time_s
     res.images_per_s_per_device = res.images_per_s / res.num_devices
     res.epoch_s = res.dataset_size / res.images_per_s
@@ -236,12 +237,24 @@ class _Runner:
         self.compiled = self.args = self.out = None
 
 
-def _run_windows(res: TimingResult, compiled, args, mode: str):
-    """Warm-up calls, then the timed windows (one model alone)."""
+def _spread_pct(times) -> float:
+    return float((max(times) - min(times)) / np.median(times) * 100.0)
+
+
+def _run_windows(res: TimingResult, compiled, args, mode: str, settle=None):
+    """Warm-up calls, then the timed windows (one model alone). settle=(max_spread_pct,
+    rounds): while the windows so far spread more than max_spread_pct, up to `rounds` more
+    rounds of `windows` windows on the same compiled program; the median is over them all."""
     r = _Runner(res, compiled, args, mode)
     r.warm_up()
     for _ in range(res.windows):
         r.window()
+    max_spread, rounds = settle or (math.inf, 0)
+    while res.settled < rounds and _spread_pct(r.times) > max_spread:
+        for _ in range(res.windows):
+            r.window()
+        res.settled += 1
+    res.windows = len(r.times)
     r.finish()
 
 
@@ -297,7 +310,7 @@ def time_interleaved(specs, config=None, mode: str = "train_step", *,
 
 
 def time_model(spec, config=None, *, on_stage: Callable[[str], Any] | None = None,
-               **overrides) -> dict[str, TimingResult]:
+               settle: bool = False, **overrides) -> dict[str, TimingResult]:
     """Time `spec`'s compiled steps; {mode: TimingResult} in the order of the modes.
 
     config: an experiment config (default fastscale_jax.config.base_config()): its timing
@@ -308,8 +321,14 @@ def time_model(spec, config=None, *, on_stage: Callable[[str], Any] | None = Non
     Bad settings raise ValueError before anything is compiled; compile / run failures (OOM,
     XLA errors) are caught and recorded in that mode's `error` (its times stay nan).
     on_stage(text) is called before each compile / timing stage (progress display).
+    settle: while a mode's windows spread more than timing.max_spread_pct, time up to
+    timing.remeasure more rounds of `windows` windows on the same compiled program (the
+    median is over all of them; `windows` and `settled` say how many ran): a burst of load
+    that covers most of the first windows would otherwise move the median itself. Cheaper
+    than --mode benchmark's re-measuring, which compiles again; scale_to_time uses it.
     """
     s, spec, cfg, par, steps = timed_steps(spec, config, **overrides)
+    settling = (float(s["max_spread_pct"]), int(s["remeasure"])) if settle else None
     env = environment(par.local_devices)
     results = {m: TimingResult(
         model=spec.name, mode=m, batch_size=s["batch_size"], resolution=spec.resolution,
@@ -336,7 +355,7 @@ def time_model(spec, config=None, *, on_stage: Callable[[str], Any] | None = Non
             continue
         try:
             stage(f"timing {mode}")
-            _run_windows(res, compiled, args, mode)
+            _run_windows(res, compiled, args, mode, settling)
         except Exception as e:  # noqa: BLE001
             res.error = _short_error(e, f"run {mode}")
         finally:

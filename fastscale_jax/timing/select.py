@@ -61,7 +61,9 @@ def base_spec(config):
 
 def _progress(label):
     def show(m, n):
-        t = f"{m.time_s * 1e3:.4g} ms (spread {m.spread_pct:.0f}%)" if m.ok else f"failed: {m.error}"
+        more = f", +{m.settled} round(s) of windows" if m.settled else ""
+        t = (f"{m.time_s * 1e3:.4g} ms (spread {m.spread_pct:.0f}%{more})" if m.ok
+             else f"failed: {m.error}")
         print(f"  {label} [{n}] {m.name}: {m.flops / 1e6:.4g} MF, {t}", flush=True)
     return show
 
