@@ -50,7 +50,7 @@ def get_config(arg=None):
         # what the re-measured choices are held to (benchmarks/budget_check.py); select.csv's
         # ratio column says where each choice landed.
         c.scaling.time_tolerance = 0.10
-        # a model whose windows spread over 40% gets up to 2 more rounds of windows (the same
+        # a model whose windows spread over 40% gets 2 more rounds of windows (the same
         # compiled step; timing.remeasure): the usual 12-40% here leaves the median where it
         # is, a burst of load over most windows does not (seen: 240 ms for a 97 ms model)
         c.timing.max_spread_pct = 40.0

@@ -63,11 +63,11 @@ def test_time_model_all_modes_end_to_end():
     assert res["train_step"].mem_alias_bytes > 0
 
 
-def test_settle_adds_rounds_of_windows_only_while_the_spread_is_too_wide():
+def test_settle_adds_rounds_of_windows_only_when_the_spread_is_too_wide():
     spec = tiny_spec()
     kw = dict(batch_size=2, modes=("train_step",), warmup=1, iters=1, windows=2, remeasure=2)
     wide = time_model(spec, settle=True, max_spread_pct=1e-9, **kw)["train_step"]
-    assert wide.error is None and wide.settled == 2  # never narrow enough: both rounds
+    assert wide.error is None and wide.settled == 2
     assert wide.windows == len(wide.window_times_s) == 6
     assert wide.time_s == pytest.approx(float(np.median(wide.window_times_s)))
     calm = time_model(spec, settle=True, max_spread_pct=1e9, **kw)["train_step"]

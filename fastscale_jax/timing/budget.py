@@ -13,7 +13,7 @@ Search (no peer library has one, hence written here): the scaler's models of one
 discrete (rounded depths, widths, resolution), so the candidates are the distinct valid specs
 over a log grid of factors, ordered by flops. The search measures the trainer's own compiled
 step (`timing.time_model`, the code path `--mode benchmark` times; with `settle`: windows
-that spread over timing.max_spread_pct get up to timing.remeasure more rounds) for a
+that spread over timing.max_spread_pct get timing.remeasure more rounds) for a
 candidate, fits
 log(time) against log(flops) through the three measurements nearest the budget (a power law),
 predicts the flops that meet the budget and measures the nearest candidate not yet measured

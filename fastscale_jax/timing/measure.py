@@ -84,7 +84,7 @@ class TimingResult:
     ffi_convs: int | None = None     # convs run as FFI custom calls (invisible to xla_flops)
     finite_outputs: bool | None = None  # logits / loss of the last call finite (information)
     error: str | None = None         # compile / run failure (then the times are nan)
-    settled: int = 0                 # rounds of windows added while the spread was too wide
+    settled: int = 0                 # rounds of windows added to a too-wide spread (settle)
     env: dict = dataclasses.field(default_factory=dict)  # device kind, backend, versions
 
     @property
@@ -243,17 +243,18 @@ def _spread_pct(times) -> float:
 
 def _run_windows(res: TimingResult, compiled, args, mode: str, settle=None):
     """Warm-up calls, then the timed windows (one model alone). settle=(max_spread_pct,
-    rounds): while the windows so far spread more than max_spread_pct, up to `rounds` more
-    rounds of `windows` windows on the same compiled program; the median is over them all."""
+    rounds): when the windows spread more than max_spread_pct, `rounds` more rounds of
+    `windows` windows on the same compiled program; the median is over them all. (The
+    spread is a range, so more windows never narrow it: the rounds are a fixed extra.)"""
     r = _Runner(res, compiled, args, mode)
     r.warm_up()
     for _ in range(res.windows):
         r.window()
     max_spread, rounds = settle or (math.inf, 0)
-    while res.settled < rounds and _spread_pct(r.times) > max_spread:
-        for _ in range(res.windows):
+    if _spread_pct(r.times) > max_spread:
+        for _ in range(rounds * res.windows):
             r.window()
-        res.settled += 1
+        res.settled = rounds
     res.windows = len(r.times)
     r.finish()
 
@@ -321,7 +322,7 @@ def time_model(spec, config=None, *, on_stage: Callable[[str], Any] | None = Non
     Bad settings raise ValueError before anything is compiled; compile / run failures (OOM,
     XLA errors) are caught and recorded in that mode's `error` (its times stay nan).
     on_stage(text) is called before each compile / timing stage (progress display).
-    settle: while a mode's windows spread more than timing.max_spread_pct, time up to
+    settle: when a mode's windows spread more than timing.max_spread_pct, time
     timing.remeasure more rounds of `windows` windows on the same compiled program (the
     median is over all of them; `windows` and `settled` say how many ran): a burst of load
     that covers most of the first windows would otherwise move the median itself. Cheaper
