@@ -14,9 +14,9 @@ Strategies: dwr (uniform compound), dWr (fast compound, alpha 0.8), w, d, r, alp
 depth-heavy 'd4_w1_r1' (in the spirit of latency-aware compound scaling, Li et al. 2021).
 
 Arg: '' (RegNetZ-500MF at 224 px, batch 32: for an accelerator) or 'demo' (RegNetZ-500MF
-shrunk x1/16 by 'dw' at 32 px with a CIFAR stem, batch 32, host_malloc='on': 14-18 min wall,
-19-24 CPU-min on a 2-core CPU). What it measured, with the machine: benchmarks/RESULTS.md
-("Equal-runtime comparison").
+shrunk x1/16 by 'dw' at 32 px with a CIFAR stem, batch 32, host_malloc='on', hits within
+±10%: 11-13 min wall, 15-18 CPU-min on a 2-core CPU in three runs). What it measured, with
+the machine: benchmarks/RESULTS.md ("Equal-runtime comparison").
 Budgets: --config.family.times="('10ms', '20ms', '40ms')".
 """
 
