@@ -20,13 +20,14 @@ import bisect
 import json
 import math
 import types
+from typing import Callable
 
 from fastscale_jax import configs, sweep
 from fastscale_jax.timing import select
 from fastscale_jax.timing.budget import budget_candidates, scale_to_time
 
 
-def _timer(measured: dict, cands) -> callable:
+def _timer(measured: dict, cands) -> Callable:
     """measure(spec): the recorded time of a timed candidate, else interpolated."""
     pts = sorted(measured.values())
     xs, ys = [math.log(f) for f, _ in pts], [math.log(t) for _, t in pts]

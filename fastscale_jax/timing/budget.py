@@ -12,10 +12,9 @@ of seconds), a time per image ('2ms/img'), or a throughput ('1000img/s'); `parse
 Search (no peer library has one, hence written here): the scaler's models of one strategy are
 discrete (rounded depths, widths, resolution), so the candidates are the distinct valid specs
 over a log grid of factors, ordered by flops. The search measures the trainer's own compiled
-step (`timing.time_model`, the code path `--mode benchmark` times; with `settle`: windows
-that spread over timing.max_spread_pct get timing.remeasure more rounds) for a
-candidate, fits
-log(time) against log(flops) through the three measurements nearest the budget (a power law),
+step for a candidate (`timing.time_model`, the code path `--mode benchmark` times, with
+`settle`: windows that spread over timing.max_spread_pct get timing.remeasure more rounds),
+fits log(time) against log(flops) through the three measurements nearest the budget (a power law),
 predicts the flops that meet the budget and measures the nearest candidate not yet measured
 inside the current bracket (the largest model under the budget and the smallest over it).
 It stops when a measurement lands within `tolerance` of the budget, when the bracket's two
